@@ -1,0 +1,168 @@
+"""Train an RQ-VAE tokenizer (paper §3.1, App. A.1).
+
+    python -m drr.tokenizer.train --config configs/experiments/tiny.yaml \
+        --out results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt
+
+Writes next to --out: config.yaml (resolved config), metrics.jsonl (loss, lr, PSNR, codebook use,
+images/s per logged step) and train-state.pt (everything needed to resume). To resume after a kill,
+a preemption or a time limit, run the same command again. --out is written only when training ends.
+
+Multi-GPU: launch one process per GPU (torchrun, or submitit); the batch is split across processes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from drr import checkpoint, distributed
+from drr.cli import config_parser, resolve
+from drr.config import save_config
+from drr.errors import DrrError, user_errors
+from drr.progress import Progress
+from drr.training import MetricsLog, StepBatchSampler, StopSignal, warmup_constant
+
+
+def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, R, R) in [0, 255] -> float in [-1, 1]."""
+    return images_uint8.float().div(127.5).sub(1.0)
+
+
+def train(cfg: dict, out: Path) -> Path:
+    from drr.data import build_dataset, collate
+    from drr.tokenizer.io import save_tokenizer
+    from drr.tokenizer.losses import TokenizerLoss
+    from drr.tokenizer.model import RQVAE, RQVAEConfig
+
+    rank, world, device = distributed.init()
+    main = rank == 0
+    tcfg = cfg["tokenizer"]["train"]
+    run_dir = out.parent
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    if tcfg["batch_size"] % world:
+        raise DrrError(f"tokenizer.train.batch_size {tcfg['batch_size']} is not divisible by the "
+                       f"{world} processes")
+
+    checkpoint.seed_everything(cfg["seed"])
+    dataset = build_dataset(cfg["data"], cfg["data"]["train_split"])
+    model = RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])).to(device)
+    loss_fn = TokenizerLoss(cfg["tokenizer"]["loss"], cfg["tokenizer"]["model"]["in_channels"]).to(device)
+    opt_g = torch.optim.Adam(model.parameters(), lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
+    opt_d = (torch.optim.Adam(loss_fn.disc.parameters(), lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
+             if loss_fn.disc is not None else None)
+
+    step = 0
+    state_file = checkpoint.latest_state(run_dir)
+    if state_file is not None:
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt_g.load_state_dict(state["opt_g"])
+        if opt_d is not None:
+            loss_fn.disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        checkpoint.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        step = state["step"]
+        if main:
+            print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
+
+    ddp = (torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+           if world > 1 else model)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    log.truncate_after(step)
+    sampler = StepBatchSampler(len(dataset), tcfg["batch_size"], cfg["seed"], step, tcfg["steps"],
+                               rank, world)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=tcfg["num_workers"])
+    progress = Progress(tcfg["steps"], "train_tokenizer", start=step, enabled=main)
+    stop = StopSignal()
+
+    def save_state():
+        rng = [checkpoint.rng_state()]
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if main:
+            checkpoint.save({"step": step, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
+                             "disc": loss_fn.disc.state_dict() if opt_d else None,
+                             "opt_d": opt_d.state_dict() if opt_d else None, "rng": rng,
+                             "config": cfg}, checkpoint.state_path(run_dir))
+
+    model.train()
+    t_log, n_log = time.monotonic(), 0
+    for batch in loader:
+        x = to_model_range(batch["image"].to(device, non_blocking=True))
+        lr = warmup_constant(step, tcfg["lr"], tcfg["warmup_steps"])
+        for group in opt_g.param_groups:
+            group["lr"] = lr
+        with distributed.autocast(device, tcfg["precision"]):
+            recon, commitment, codes = ddp(x)
+            loss, parts = loss_fn.generator_loss(x, recon.float(), commitment, step,
+                                                 model.get_last_layer())
+        if not torch.isfinite(loss):
+            raise DrrError(f"non-finite loss {loss.item()} at step {step}; the last good state is "
+                           f"{checkpoint.state_path(run_dir)}")
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        opt_g.step()
+        if opt_d is not None and loss_fn.gan_active(step):
+            for group in opt_d.param_groups:
+                group["lr"] = lr
+            with distributed.autocast(device, tcfg["precision"]):
+                d_loss = loss_fn.discriminator_loss(x, recon.float())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            parts["d_loss"] = d_loss.detach()
+        step += 1
+        n_log += len(x) * world
+        mse01 = parts["rec"].item() / 4.0  # MSE on [0, 1] images
+        progress.update(loss=loss.item(), psnr=-10 * math.log10(max(mse01, 1e-10)))
+        if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
+            used = [codes[..., d].unique().numel() for d in range(codes.shape[-1])]
+            now = time.monotonic()
+            log.write(step=step, lr=lr, loss=loss.item(), psnr=-10 * math.log10(max(mse01, 1e-10)),
+                      images_per_s=n_log / max(now - t_log, 1e-9), codes_used_in_batch=used,
+                      **{k: float(v) for k, v in parts.items()})
+            t_log, n_log = now, 0
+        if step % tcfg["checkpoint_every"] == 0 or stop.requested:
+            save_state()
+        if stop.requested:
+            if main:
+                print(f"stopping on {stop.requested} at step {step}; state saved to "
+                      f"{checkpoint.state_path(run_dir)}; run the same command to resume",
+                      file=sys.stderr, flush=True)
+            raise SystemExit(1)
+    stop.restore()
+
+    if main:
+        if step % tcfg["checkpoint_every"]:
+            save_state()
+        save_tokenizer(model, cfg, out, trained_steps=step)
+        print(f"wrote {out}", file=sys.stderr)
+    distributed.barrier()
+    return out
+
+
+def main(argv=None) -> None:
+    p = config_parser(__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="final tokenizer checkpoint")
+    args = p.parse_args(argv)
+    with user_errors():
+        cfg = resolve(args)
+        if cfg["tokenizer"]["checkpoint"] is not None:
+            raise DrrError(f"{args.config[-1]}: key 'tokenizer.checkpoint' is set, so this tokenizer "
+                           "is imported, not trained: use python -m drr.tokenizer.import_official")
+        train(cfg, args.out)
+
+
+if __name__ == "__main__":
+    main()

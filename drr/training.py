@@ -1,0 +1,107 @@
+"""Pieces every training loop here shares: data order, learning-rate schedules, stop signals,
+and the metrics log.
+
+Data order is a pure function of (seed, step): the global batch of step s is a slice of the
+concatenated per-epoch permutations, so a resumed run sees exactly the batches an uninterrupted
+run would, and each of W processes takes every W-th element of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
+                  world: int = 1) -> np.ndarray:
+    """Indices (into a dataset of n items) of this process's share of global batch `step`."""
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.extend(perm[offset:offset + batch_size - len(out)].tolist())
+    return np.asarray(out[rank::world], dtype=np.int64)
+
+
+def warmup_constant(step: int, base_lr: float, warmup: int) -> float:
+    return base_lr * min(1.0, (step + 1) / warmup) if warmup > 0 else base_lr
+
+
+def warmup_cosine(step: int, base_lr: float, total: int, warmup: int = 0,
+                  final_lr: float = 0.0) -> float:
+    """Linear warmup, then cosine from base_lr to final_lr at `total` steps (paper App. A.3)."""
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final_lr + 0.5 * (base_lr - final_lr) * (1 + math.cos(math.pi * t))
+
+
+class StopSignal:
+    """Set when the job is told it will be stopped (SIGTERM, SIGUSR1 from SLURM, SIGINT).
+
+    The loop checks `.requested` after each step, saves its state and exits; the next run of the
+    same command resumes from that state.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)):
+        self.requested = None
+        self._old = {}
+        for s in signals:
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread (e.g. under some launchers)
+                pass
+
+    def _handler(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+
+    def restore(self):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class MetricsLog:
+    """Append-only JSON-lines log (one object per logged step) that a user can plot."""
+
+    def __init__(self, path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after `step` (a resumed run rewrites them)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, **record) -> None:
+        if self.enabled:
+            record.setdefault("time", time.time())
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class StepBatchSampler:
+    """Batch sampler yielding `batch_indices` for steps start..total-1 (resumable data order)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0,
+                 world: int = 1):
+        self.args = (n, batch_size, seed, rank, world)
+        self.start, self.total = start, total
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def __iter__(self):
+        n, bs, seed, rank, world = self.args
+        for step in range(self.start, self.total):
+            yield batch_indices(n, bs, step, seed, rank, world).tolist()

@@ -1,0 +1,20 @@
+# Code maps: every split a model trains or is evaluated on, encoded once per tokenizer into
+# Parquet shards (drr.codes.store).
+
+
+rule encode_codes:
+    input:
+        tokenizer="results/tokenizers/{tokenizer}/checkpoint.pt",
+    output:
+        directory("results/codes/{tokenizer}/{dataset}/{split}"),
+    log:
+        "results/codes/{tokenizer}/{dataset}/{split}.log",
+    benchmark:
+        "results/codes/{tokenizer}/{dataset}/{split}.benchmark.tsv"
+    params:
+        config=tokenizer_config,
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m drr.codes.encode --config {params.config} --tokenizer {input.tokenizer}"
+        " --split {wildcards.split} --out {output} > {log} 2>&1"

@@ -1,0 +1,88 @@
+# Configuration: the workflow config (configs/workflow.yaml) names the suite of experiments; each
+# experiment is resolved by drr.config (configs/base.yaml + configs/experiments/<name>.yaml, keys
+# checked, errors naming file and key) and validated here against the same JSON schema.
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+import drr.config
+from drr.errors import DrrError
+
+validate(config, "../schemas/workflow.schema.yaml")
+
+# The interpreter running Snakemake runs the rules too (a venv or conda env that has drr).
+PY = sys.executable
+
+if config["suite"] not in config["suites"]:
+    raise WorkflowError(f"configs/workflow.yaml: key 'suite' is {config['suite']!r}, "
+                        f"not one of {sorted(config['suites'])}")
+SUITE = config["suites"][config["suite"]]
+
+
+def experiment_file(name):
+    return f"configs/experiments/{name}.yaml"
+
+
+def _load(name):
+    try:
+        cfg = drr.config.load_config(experiment_file(name))
+    except DrrError as e:
+        raise WorkflowError(str(e))
+    validate(cfg, "../schemas/experiment.schema.yaml")
+    return cfg
+
+
+EXPERIMENTS = {name: _load(name) for name in SUITE}
+
+# Tokenizers are shared by name: every experiment naming one must agree on what builds it.
+TOKENIZER_OF = {}  # tokenizer name -> first experiment (sorted) that uses it
+for name in sorted(EXPERIMENTS):
+    tok = EXPERIMENTS[name]["tokenizer"]["name"]
+    if tok in TOKENIZER_OF:
+        first = EXPERIMENTS[TOKENIZER_OF[tok]]
+        mine = EXPERIMENTS[name]
+        for section in ("tokenizer", "data"):
+            if drr.config.config_hash(first[section]) != drr.config.config_hash(mine[section]):
+                raise WorkflowError(
+                    f"{experiment_file(name)}: tokenizer '{tok}' is also built by "
+                    f"{experiment_file(TOKENIZER_OF[tok])} with a different '{section}' section; "
+                    "give one of them another tokenizer.name")
+    else:
+        TOKENIZER_OF[tok] = name
+IMPORTED = sorted(t for t, e in TOKENIZER_OF.items() if EXPERIMENTS[e]["tokenizer"]["checkpoint"])
+TRAINED = sorted(t for t in TOKENIZER_OF if t not in IMPORTED)
+
+
+def one_of(names):
+    """A wildcard regex matching exactly these names (nothing, if there are none)."""
+    import re
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def tokenizer_config(wildcards):
+    return experiment_file(TOKENIZER_OF[wildcards.tokenizer])
+
+
+def tokenizer_hash(wildcards):
+    """Reruns a tokenizer's jobs when what builds it changes (seed, data, tokenizer sections)."""
+    cfg = EXPERIMENTS[TOKENIZER_OF[wildcards.tokenizer]]
+    return drr.config.config_hash({k: cfg[k] for k in ("seed", "data", "tokenizer")})
+
+
+def tokenizer_dir(cfg):
+    return f"results/tokenizers/{cfg['tokenizer']['name']}"
+
+
+def codes_dir(cfg, split):
+    return f"results/codes/{cfg['tokenizer']['name']}/{cfg['data']['name']}/{split}"
+
+
+def all_targets():
+    out = []
+    for cfg in EXPERIMENTS.values():
+        tok = cfg["tokenizer"]["name"]
+        out += [f"{tokenizer_dir(cfg)}/checkpoint.pt", f"{tokenizer_dir(cfg)}/report.json",
+                f"reports/tokenizers/{tok}.md", f"reports/tokenizers/{tok}.png"]
+        out += [codes_dir(cfg, cfg["data"][s]) for s in ("train_split", "eval_split")]
+    return sorted(set(out))

@@ -1,0 +1,89 @@
+"""The tiny workflow end to end in a temporary folder: tokenizer, report and code maps are built,
+and a second run has nothing to do."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+# A smaller tiny experiment so that the test takes well under a minute.
+FAST_TINY = """
+seed: 0
+data:
+  max_images: 512
+tokenizer:
+  name: tiny-fmnist-rq8x8x4
+  train:
+    steps: 20
+    batch_size: 16
+    warmup_steps: 5
+    checkpoint_every: 10
+    log_every: 5
+  encode:
+    batch_size: 128
+    rows_per_shard: 200
+"""
+
+
+def have_fashion_mnist() -> bool:
+    return Path("/usr/share/datasets/fashion-mnist").is_dir()
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    if not have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed (make setup installs Debian's dataset-fashion-mnist "
+                    "as root); this test does not download")
+    for item in ("Snakefile", "workflow", "configs"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    (tmp_path / "configs" / "experiments" / "tiny.yaml").write_text(FAST_TINY)
+    return tmp_path
+
+
+def snakemake(workdir, *args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_tiny_workflow_builds_tokenizer_and_code_maps(workdir):
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tok = workdir / "results/tokenizers/tiny-fmnist-rq8x8x4"
+    assert (tok / "checkpoint.pt").is_file() and (tok / "config.yaml").is_file()
+    report = json.loads((tok / "report.json").read_text())
+    assert report["num_images"] == 512 and report["psnr"] > 5
+    assert len(report["usage_per_depth"]) == 4
+    assert (workdir / "reports/tokenizers/tiny-fmnist-rq8x8x4.png").stat().st_size > 0
+
+    from drr.codes import open_code_map
+    from drr.provenance import sha256_file
+    for split in ("train", "test"):
+        cm = open_code_map(workdir / f"results/codes/tiny-fmnist-rq8x8x4/fashion-mnist/{split}",
+                           tokenizer_sha256=sha256_file(tok / "checkpoint.pt"))
+        assert cm.codes.shape == (512, 8, 8, 4) and cm.codes.max() < 256
+        assert set(cm.labels.tolist()) <= set(range(10))
+        assert cm.meta["provenance"]["config_hash"]
+
+    again = snakemake(workdir, "--dry-run")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_workflow_rejects_a_bad_config_naming_file_and_key(workdir):
+    path = workdir / "configs" / "experiments" / "tiny.yaml"
+    path.write_text(FAST_TINY.replace("    steps: 20", "    stepz: 20"))
+    run = snakemake(workdir, "--dry-run")
+    assert run.returncode != 0
+    assert "configs/experiments/tiny.yaml: unknown key 'tokenizer.train.stepz'" in run.stdout + run.stderr
+    assert not (workdir / "results").exists()

@@ -77,8 +77,11 @@ def train(cfg: dict, out: Path) -> Path:
     log.truncate_after(step)
     sampler = StepBatchSampler(len(dataset), tcfg["batch_size"], cfg["seed"], step, tcfg["steps"],
                                rank, world)
+    # The loader draws its worker seed from its own generator, not the global RNG, so that a resumed
+    # run's random stream (code restarts, dropout) continues exactly where the stopped one left it.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=tcfg["num_workers"])
+                                         num_workers=tcfg["num_workers"],
+                                         generator=torch.Generator().manual_seed(cfg["seed"]))
     progress = Progress(tcfg["steps"], "train_tokenizer", start=step, enabled=main)
     stop = StopSignal()
 

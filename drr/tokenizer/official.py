@@ -1,0 +1,107 @@
+"""Import and export of RQ-VAE weights in the official checkpoint layout.
+
+The official RQ-VAE checkpoints (github.com/kakaobrain/rq-vae-transformer) are
+``torch.save({'state_dict': ..., ...})`` files whose state-dict keys are exactly those of `RQVAE`
+(listed for the ImageNet model in shared/reference/official-checkpoint-keys/in256-rqvae-8x8x4.txt).
+`load_official` checks a file against the config strictly and names the offending key; it builds
+the model on the meta device and adopts the file's tensors, so the weights are held in memory once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+
+from drr.errors import DrrError
+from drr.provenance import atomic_path
+from drr.tokenizer.model import RQVAE, RQVAEConfig
+
+MAX_LISTED = 3  # mismatched keys named in an error message
+
+
+def save_official(model: RQVAE, path) -> None:
+    """Write ``{'state_dict': model.state_dict()}`` to `path` atomically."""
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state_dict}, tmp)
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint file (tensors on the CPU), or DrrError naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DrrError(f"{path}: checkpoint file not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: not a readable torch checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official RQ-VAE layout)")
+    state_dict = ckpt["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise DrrError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict of tensors")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise DrrError(f"{path}: key {key!r} is a {type(value).__name__}, not a tensor")
+    return state_dict
+
+
+def check_state_dict(state_dict: dict, expected: dict, path, shared_depth: int = 0) -> None:
+    """Raise DrrError unless `state_dict` has exactly the keys and shapes of `expected`.
+
+    With ``shared_depth = D > 1`` (a shared codebook), the D ``quantizer.codebooks.{d}.*`` entries
+    must also hold equal values, since the model keeps them as one tensor.
+    """
+    problems = []
+    for key, want in expected.items():
+        if key not in state_dict:
+            problems.append(f"key '{key}' is missing (expected shape {_shape(want)})")
+        elif tuple(state_dict[key].shape) != tuple(want.shape):
+            problems.append(f"key '{key}' has shape {_shape(state_dict[key])}, expected {_shape(want)}")
+    for key in state_dict:
+        if key not in expected:
+            problems.append(f"key '{key}' is unexpected for this tokenizer config")
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED])
+        more = f" (and {len(problems) - MAX_LISTED} more; {len(problems)} mismatched keys in all)" \
+            if len(problems) > MAX_LISTED else ""
+        raise DrrError(f"{path}: {listed}{more}")
+
+    for d in range(1, shared_depth):
+        for name in ("weight", "cluster_size_ema", "embed_ema"):
+            first, key = f"quantizer.codebooks.0.{name}", f"quantizer.codebooks.{d}.{name}"
+            if not torch.equal(state_dict[key], state_dict[first]):
+                raise DrrError(f"{path}: key '{key}' differs from '{first}', but the config has one "
+                               f"shared codebook (tokenizer.model.shared_codebook: true)")
+
+
+def load_official(path: str | os.PathLike, cfg: RQVAEConfig) -> RQVAE:
+    """Load an official-layout RQ-VAE checkpoint, strictly checked against `cfg`; eval mode.
+
+    Raises DrrError (naming the file and the key) on a missing key, an unexpected key, a shape
+    mismatch, or shared-codebook entries that differ.
+    """
+    state_dict = read_state_dict(path)
+    with torch.device("meta"):
+        model = RQVAE(cfg)  # no memory for the weights: they come from the file
+    expected = model.state_dict()
+    check_state_dict(state_dict, expected, path,
+                     shared_depth=cfg.depth if cfg.shared_codebook else 0)
+
+    # Adopt the file's tensors (as float32, the model's dtype) instead of copying into new ones.
+    # A shared codebook module is assigned D times; it keeps the last, equal, tensors.
+    state_dict = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype)
+                  for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_meta:  # cannot happen with strict loading; a guard against silent garbage
+            raise DrrError(f"{path}: key '{name}' was not loaded")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
@@ -291,3 +293,68 @@ def test_gradients_reach_the_encoder_through_the_straight_through_estimator():
     assert model.encoder.conv_in.weight.grad.abs().sum() > 0
     assert all("codebooks" not in n for n, _ in model.named_parameters())
     opt.step()
+
+
+# --------------------------------------------------------------------------------------------------
+# A trained tiny tokenizer: decode -> encode gives the codes back
+# --------------------------------------------------------------------------------------------------
+
+# 16 colours with a two-level structure (4 coarse x 4 fine offsets), so that a code stack has
+# something to refine at every depth.
+_CORNERS = torch.tensor([[-1, -1, -1], [1, 1, 1], [1, -1, -1], [-1, 1, 1]], dtype=torch.float32)
+PALETTE = (0.6 * _CORNERS[:, None] + 0.2 * _CORNERS[None, :]).reshape(16, 3)
+
+
+def block_images(n: int, generator: torch.Generator) -> torch.Tensor:
+    """8x8 images made of 2x2 flat 4x4-pixel blocks, each a palette colour. Shape: (n, 3, 8, 8)."""
+    colours = PALETTE[torch.randint(0, 16, (n, 2, 2), generator=generator)]  # (n, 2, 2, 3)
+    img = colours.permute(0, 3, 1, 2)  # (n, 3, 2, 2)
+    return img.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # (n, 3, 8, 8)
+
+
+def test_trained_tokenizer_reencodes_its_own_decodings():
+    """encode(decode(codes)) == codes on a tokenizer trained for 500 steps (about 25 s on 2 cores).
+
+    What to expect, and why the thresholds are not 1.0: a code stack is a fixed point only if the
+    encoder maps the decoded image back inside every depth's nearest-code (Voronoi) cell of the
+    original. Greedy RQ shrinks the cells with depth (the depth-d cell has the size of the depth-d
+    residual), while the small drift E(D(z_hat)) - z left by an imperfect reconstruction does not
+    shrink, so deeper codes flip between two near-equidistant codes more often; such a flip changes
+    z_hat, and the image, by about one deep residual only. Over seeds 0-2 of this setup the
+    first-depth codes came back for 96.6-99.9 % of positions and all codes for 88.6-92.9 %; the
+    decoded images agree far more closely (checked below).
+    """
+    torch.manual_seed(0)
+    cfg = RQVAEConfig(ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=16,
+                      embed_dim=16, codebook_size=2, code_shape=[4, 4, 4], shared_codebook=False,
+                      decay=0.9)
+    model = RQVAE(cfg).train()
+    steps, warmup, lr = 500, 50, 3e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    data = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for group in opt.param_groups:  # linear warmup, then cosine decay to 0
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x = block_images(32, data)
+        recon, commitment, _ = model(x)
+        loss = F.mse_loss(recon, x) + 4.0 * commitment
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    model.eval()
+    x = block_images(64, torch.Generator().manual_seed(123))
+    codes = model.encode(x)  # (64, 4, 4, 4)
+    decoded = model.decode_codes(codes)
+    # seed 0: MSE 0.0064 against a pixel variance of 0.365
+    assert F.mse_loss(decoded, x) < 0.05 * x.var(), "reconstructions are good (> 95 % of variance)"
+    assert all(codes[..., d].unique().numel() == 2 for d in range(4)), "every code in use"
+
+    again = model.encode(decoded)
+    same = (again == codes).float()
+    # seed 0: per depth 0.966, 0.932, 0.875, 0.773 of the positions; 0.886 of all codes
+    assert same[..., 0].mean() >= 0.95, same.mean(dim=(0, 1, 2))
+    assert same.mean() >= 0.85, same.mean(dim=(0, 1, 2))
+    # seed 0: 0.0025, well below the reconstruction error itself
+    redecoded = model.decode_codes(again)
+    assert F.mse_loss(redecoded, decoded) < 0.02 * x.var()

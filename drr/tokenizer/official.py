@@ -23,7 +23,14 @@ MAX_LISTED = 3  # mismatched keys named in an error message
 
 def save_official(model: RQVAE, path) -> None:
     """Write ``{'state_dict': model.state_dict()}`` to `path` atomically."""
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    on_cpu: dict[tuple, torch.Tensor] = {}  # aliases (a shared codebook) stay one tensor in the file
+    state_dict = {}
+    for key, value in model.state_dict().items():
+        view = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(),
+                tuple(value.shape), value.stride(), value.dtype)
+        if view not in on_cpu:
+            on_cpu[view] = value.detach().cpu()
+        state_dict[key] = on_cpu[view]
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state_dict}, tmp)
 

@@ -54,3 +54,12 @@ def autocast(device: torch.device, precision: str):
     """bf16 autocast on CUDA for precision 'auto'/'bf16'; a no-op context otherwise."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def any_flag(flag: bool, device: torch.device) -> bool:
+    """True on every process if `flag` is true on any (so all stop at the same step)."""
+    if not dist.is_initialized():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -43,13 +43,18 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int = 0,
 
 
 class StopSignal:
-    """Set when the job is told it will be stopped (SIGTERM, SIGUSR1 from SLURM, SIGINT).
+    """Set when the job is told it will be stopped: SIGTERM, SIGINT, SIGUSR1 (SLURM's
+    ``--signal``), SIGUSR2 (submitit's preemption/timeout signal).
 
-    The loop checks `.requested` after each step, saves its state and exits; the next run of the
-    same command resumes from that state.
+    The loop checks `.requested` after each step (agreeing across processes, see
+    `drr.distributed.any_flag`), saves its state, then calls `forward()`: a handler that was
+    installed before (submitit's, which requeues the job) runs then, after the state is safely on
+    disk. The next run of the same command, or the requeued job, resumes from that state.
     """
 
-    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)):
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+
+    def __init__(self, signals=SIGNALS):
         self.requested = None
         self._old = {}
         for s in signals:
@@ -61,9 +66,20 @@ class StopSignal:
     def _handler(self, signum, frame):
         self.requested = signal.Signals(signum).name
 
+    def forward(self) -> None:
+        """Hand the received signal to the handler installed before ours, if it was a function."""
+        if self.requested is None:
+            return
+        signum = signal.Signals[self.requested]
+        old = self._old.get(signum)
+        self.restore()
+        if callable(old) and old not in (signal.default_int_handler,):
+            old(signum, None)
+
     def restore(self):
         for s, h in self._old.items():
             signal.signal(s, h)
+        self._old = {}
 
 
 class MetricsLog:

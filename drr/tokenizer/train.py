@@ -136,13 +136,15 @@ def train(cfg: dict, out: Path) -> Path:
                       images_per_s=n_log / max(now - t_log, 1e-9), codes_used_in_batch=used,
                       **{k: float(v) for k, v in parts.items()})
             t_log, n_log = now, 0
-        if step % tcfg["checkpoint_every"] == 0 or stop.requested:
+        stopping = distributed.any_flag(stop.requested is not None, device)
+        if step % tcfg["checkpoint_every"] == 0 or stopping:
             save_state()
-        if stop.requested:
+        if stopping:
             if main:
                 print(f"stopping on {stop.requested} at step {step}; state saved to "
                       f"{checkpoint.state_path(run_dir)}; run the same command to resume",
                       file=sys.stderr, flush=True)
+            stop.forward()
             raise SystemExit(1)
     stop.restore()
 

@@ -1,0 +1,271 @@
+"""Train a Contextual RQ-Transformer on a code map (paper §3.2.3, App. A.3).
+
+    python -m drr.transformer.train --config configs/experiments/tiny.yaml \
+        --tokenizer results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt \
+        --codes results/codes/tiny-fmnist-rq8x8x4/fashion-mnist/train \
+        --out results/transformers/tiny/checkpoint.pt
+
+`transformer.launch.executor` decides where it runs: `inprocess` (this process; torchrun for
+several GPUs), `local` (submitit's local executor, one process per "GPU", gloo on CPU) or `slurm`
+(submitit submits a job with the partition, nodes, GPUs, time, account, qos and constraint of
+`transformer.launch`, and this command waits for it). Either way, resume is "run the same command
+again": the loop saves its state (model, optimizer, step, RNG) every `checkpoint_every` steps and
+when the job is told it will stop, and a new run, or a requeued SLURM job, starts from
+`drr.checkpoint.latest_state(run_dir)`.
+
+Each step: a global batch of code maps (a pure function of seed and step, `drr.training`), masks
+from eq. 10 and condition dropout drawn for the whole global batch from a generator seeded by
+(seed, step), so W processes each taking every W-th row compute exactly the one-process step; the
+loss is eq. 11, the NLL summed over the masked code stacks and divided by the global count.
+
+Writes next to --out: config.yaml, metrics.jsonl (loss, lr, tokens/s, ...), train-state.pt; --out
+(the model, kind 'drr-transformer') only when training ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drr import checkpoint, distributed
+from drr.cli import config_parser, resolve
+from drr.config import save_config
+from drr.errors import DrrError, user_errors
+from drr.progress import Progress
+from drr.training import MetricsLog, StopSignal, batch_indices, warmup_cosine
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one step's masks and condition dropout (same on every process)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1, step]).generate_state(1)[0]))
+
+
+def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndarray:
+    """(N_rows, L_cond) int64 conditions of every row: labels, caption token ids, or zeros."""
+    cond = cfg["transformer"]["model"]["cond"]
+    if cond["type"] == "class":
+        labels = code_map.labels.astype(np.int64)
+        if labels.min() < 0 or labels.max() >= cond["num_classes"]:
+            raise DrrError(f"{code_map.folder}: field 'label' spans [{labels.min()}, {labels.max()}], "
+                           f"transformer.model.cond.num_classes is {cond['num_classes']}")
+        return labels[:, None]
+    if cond["type"] == "text":
+        from drr.text import TextTokenizer
+        if text_tokenizer is None:
+            raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer")
+        tok = TextTokenizer.load(text_tokenizer)
+        tok.check_vocab(cond["vocab_size"], str(text_tokenizer))
+        return tok.encode(code_map.captions, cond["length"])
+    return np.zeros((len(code_map), 1), dtype=np.int64)
+
+
+def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
+          text_tokenizer: Path | None = None) -> Path:
+    from drr.codes.store import open_code_map
+    from drr.tokenizer.io import load_tokenizer
+    from drr.transformer.io import save_transformer
+    from drr.transformer.model import (ContextualRQTransformer, TransformerConfig, masked_nll,
+                                       sample_masks, text_nll, text_targets)
+
+    rank, world, device = distributed.init()
+    main = rank == 0
+    tcfg = cfg["transformer"]["train"]
+    run_dir = out.parent
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    if tcfg["batch_size"] % world:
+        raise DrrError(f"transformer.train.batch_size {tcfg['batch_size']} is not divisible by the "
+                       f"{world} processes")
+
+    checkpoint.seed_everything(cfg["seed"])
+    mcfg = TransformerConfig.from_experiment(cfg)
+    tok_model, _, tok_sha = load_tokenizer(tokenizer)
+    code_map = open_code_map(codes, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,
+                             codebook_size=mcfg.codebook_size)
+    all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
+    all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
+    model = ContextualRQTransformer(mcfg, tok_model.quantizer.codebook_weights(0)).to(device)
+    del tok_model
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_emb" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tcfg["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
+
+    step = 0
+    state_file = checkpoint.latest_state(run_dir)
+    if state_file is not None:
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        checkpoint.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        step = state["step"]
+        if main:
+            print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
+    elif main:
+        print(f"training {n_params / 1e6:.2f}M parameters on {len(code_map)} code maps "
+              f"({codes}), {world} process(es), device {device}", file=sys.stderr, flush=True)
+
+    net = torch.compile(model) if tcfg["compile"] else model
+    ddp = (torch.nn.parallel.DistributedDataParallel(net, broadcast_buffers=False)
+           if world > 1 else net)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    log.truncate_after(step)
+    progress = Progress(tcfg["steps"], "train_transformer", start=step, enabled=main)
+    stop = StopSignal()
+
+    def save_state():
+        rng = [checkpoint.rng_state()]
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if main:
+            checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+                             "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
+
+    model.train()
+    b, n = tcfg["batch_size"], mcfg.num_positions
+    tokens_per_step = b * n * mcfg.depth
+    t_log, steps_log = time.monotonic(), 0
+    while step < tcfg["steps"]:
+        idx = batch_indices(len(code_map), b, step, cfg["seed"])  # the global batch
+        gen = step_generator(cfg["seed"], step)
+        mask = sample_masks(b, n, gen)
+        cond, dropped = model.drop_condition(all_cond[idx], tcfg["cond_dropout"], gen)
+        n_masked = int(mask.sum())
+        share = slice(rank, None, world)
+        codes_r = torch.from_numpy(all_codes[idx[share]].astype(np.int64)).to(device, non_blocking=True)
+        mask_r, cond_r = mask[share].to(device), cond[share].to(device)
+        lr = warmup_cosine(step, tcfg["lr"], tcfg["steps"], tcfg["warmup_steps"], tcfg["final_lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with distributed.autocast(device, tcfg["precision"]):
+            out_r = ddp(codes_r, mask_r, cond_r)
+        # Eq. 11 summed over this process's masked stacks, over the global count: after DDP's
+        # gradient average (x world) every process holds the one-process gradient.
+        code_loss = masked_nll(out_r) * (out_r["targets"].numel() / (n_masked * mcfg.depth)) * world
+        loss = code_loss
+        if out_r["cond_logits"] is not None and tcfg["text_loss_weight"] > 0:
+            n_text = max(1, int((text_targets(cond, dropped) != -100).sum()))
+            text_sum = text_nll(out_r, cond_r, dropped[share].to(device), reduction="sum")
+            loss = loss + tcfg["text_loss_weight"] * text_sum / n_text * world
+        if not torch.isfinite(loss):
+            raise DrrError(f"non-finite loss {loss.item()} at step {step}; the last good state is "
+                           f"{checkpoint.state_path(run_dir)}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+        opt.step()
+        step += 1
+        steps_log += 1
+        nll = distributed.all_reduce_mean(code_loss.detach()).item()
+        progress.update(nll=nll, lr=lr)
+        if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
+            now = time.monotonic()
+            log.write(step=step, lr=lr, loss=nll, masked_fraction=n_masked / (b * n),
+                      tokens_per_s=steps_log * tokens_per_step / max(now - t_log, 1e-9))
+            t_log, steps_log = now, 0
+        stopping = distributed.any_flag(stop.requested is not None, device)
+        if step % tcfg["checkpoint_every"] == 0 or stopping:
+            save_state()
+        if stopping:
+            if main:
+                print(f"stopping on {stop.requested} at step {step}; state saved to "
+                      f"{checkpoint.state_path(run_dir)}; run the same command to resume",
+                      file=sys.stderr, flush=True)
+            stop.forward()
+            raise SystemExit(1)
+    stop.restore()
+
+    if main:
+        if step % tcfg["checkpoint_every"]:
+            save_state()
+        save_transformer(model, cfg, out, tok_sha, trained_steps=step, parameters=n_params,
+                         codes=str(codes))
+        print(f"wrote {out}", file=sys.stderr)
+    distributed.barrier()
+    return out
+
+
+def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
+                 batch_size: int = 256) -> float:
+    """Mean masked NLL (eq. 11) on held-out code maps with eq.-10 masks; nats per code."""
+    from drr.transformer.model import sample_masks
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(codes), batch_size):
+            c = codes[i:i + batch_size]
+            mask = sample_masks(len(c), c.shape[1], gen)
+            out = model(c, mask, cond[i:i + batch_size])
+            total += F.cross_entropy(out["logits"].float().flatten(0, 1), out["targets"].flatten(),
+                                     reduction="sum").item()
+            count += out["targets"].numel()
+    return total / max(count, 1)
+
+
+class TrainJob:
+    """A picklable training call for submitit: one task per GPU, checkpointable.
+
+    submitit runs it on every task; it exports the torch.distributed environment from submitit's
+    JobEnvironment, then trains. On preemption or time-out submitit's signal reaches the loop's
+    StopSignal first (the state is saved at a step boundary), then submitit's own handler, which
+    calls `checkpoint()` and requeues the job: the requeued job runs this same call, which
+    resumes from `drr.checkpoint.latest_state` of the run folder.
+    """
+
+    def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
+                 text_tokenizer: Path | None = None):
+        self.args = (cfg, Path(tokenizer), Path(codes), Path(out),
+                     Path(text_tokenizer) if text_tokenizer else None)
+
+    def __call__(self) -> str:
+        import submitit
+        env = submitit.JobEnvironment()
+        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
+                          LOCAL_RANK=str(env.local_rank))
+        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
+        return self.run()
+
+    def run(self) -> str:
+        """Train in this process (torch.distributed settings, if any, from the environment)."""
+        return str(train(*self.args))
+
+    def checkpoint(self):
+        import submitit
+        run_dir = self.args[3].parent
+        print(f"requeueing; the requeued job resumes from {checkpoint.latest_state(run_dir)}",
+              file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(TrainJob(*self.args))
+
+
+def main(argv=None) -> None:
+    from drr.launch import launch
+
+    p = config_parser(__doc__.splitlines()[0])
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")
+    p.add_argument("--codes", required=True, type=Path, help="code map folder of the training split")
+    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional experiments)")
+    p.add_argument("--out", required=True, type=Path, help="final transformer checkpoint")
+    args = p.parse_args(argv)
+    with user_errors():
+        cfg = resolve(args)
+        job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.text_tokenizer)
+        launch(job, cfg["transformer"]["launch"], args.out.parent / "submitit",
+               name=f"drr-train-{args.out.parent.name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -148,9 +148,9 @@ def train(cfg: dict, out: Path) -> Path:
             raise SystemExit(1)
     stop.restore()
 
+    if step % tcfg["checkpoint_every"]:
+        save_state()  # a collective: every process takes part
     if main:
-        if step % tcfg["checkpoint_every"]:
-            save_state()
         save_tokenizer(model, cfg, out, trained_steps=step)
         print(f"wrote {out}", file=sys.stderr)
     distributed.barrier()

@@ -115,8 +115,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
               f"({codes}), {world} process(es), device {device}", file=sys.stderr, flush=True)
 
     net = torch.compile(model) if tcfg["compile"] else model
-    ddp = (torch.nn.parallel.DistributedDataParallel(net, broadcast_buffers=False)
-           if world > 1 else net)
+    ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     log.truncate_after(step)
     progress = Progress(tcfg["steps"], "train_transformer", start=step, enabled=main)
@@ -187,9 +186,9 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             raise SystemExit(1)
     stop.restore()
 
+    if step % tcfg["checkpoint_every"]:
+        save_state()  # a collective: every process takes part
     if main:
-        if step % tcfg["checkpoint_every"]:
-            save_state()
         save_transformer(model, cfg, out, tok_sha, trained_steps=step, parameters=n_params,
                          codes=str(codes))
         print(f"wrote {out}", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""Run a job in this process, or through submitit (SLURM, or its local executor), and wait for it.
+
+The `launch` section of a stage (for example `transformer.launch`) decides::
+
+    executor: inprocess   # this process (torchrun sets up several GPUs itself)
+    executor: local       # submitit's LocalExecutor: gpus_per_node processes on this machine
+    executor: slurm       # submitit's SlurmExecutor: nodes x gpus_per_node tasks, one per GPU
+
+A job is a picklable object with `__call__` (run as one submitit task; it reads its rank from
+submitit's JobEnvironment), `run()` (run in this process) and `checkpoint()` (submitit requeue).
+This command stays in the foreground until the job ends, printing the job's id, log paths and
+newest progress line, so a Snakemake rule that calls it finishes exactly when the job does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from drr.errors import DrrError
+
+EXECUTORS = ("inprocess", "local", "slurm")
+
+
+def slurm_parameters(launch: dict, name: str) -> dict:
+    """submitit SlurmExecutor parameters of a launch section (None values are left to SLURM)."""
+    params = {
+        "job_name": name,
+        "nodes": launch["nodes"],
+        "ntasks_per_node": launch["gpus_per_node"],
+        "gpus_per_node": launch["gpus_per_node"],
+        "cpus_per_task": launch["cpus_per_task"],
+        "mem": f"{launch['mem_gb']}G" if launch["mem_gb"] else None,
+        "time": launch["timeout_min"],
+        "partition": launch["partition"],
+        "account": launch["account"],
+        "qos": launch["qos"],
+        "constraint": launch["constraint"],
+        "signal_delay_s": launch["signal_delay_s"],
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def make_executor(launch: dict, folder: Path, name: str):
+    import submitit
+
+    kind = launch["executor"]
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=launch["max_requeues"])
+        ex.update_parameters(tasks_per_node=launch["gpus_per_node"], nodes=1,
+                             timeout_min=launch["timeout_min"],
+                             signal_delay_s=launch["signal_delay_s"])
+        return ex
+    if kind == "slurm":
+        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=launch["max_requeues"])
+        ex.update_parameters(**slurm_parameters(launch, name))
+        return ex
+    raise DrrError(f"launch.executor {kind!r} is not one of {EXECUTORS}")
+
+
+def _last_progress_line(path: Path) -> str | None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    lines = [line for line in lines if line.startswith("[")]
+    return lines[-1] if lines else None
+
+
+def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
+    """Run `job` as `launch` says; return its result (rank 0's). A failed job raises DrrError."""
+    if launch["executor"] == "inprocess":
+        return job.run()
+    folder = Path(folder)
+    executor = make_executor(launch, folder / "%j", name)
+    submitted = executor.submit(job)
+    print(f"submitted {launch['executor']} job {submitted.job_id}; logs: {submitted.paths.stdout} "
+          f"and {submitted.paths.stderr}", file=sys.stderr, flush=True)
+    shown, last = None, time.monotonic()
+    while not submitted.done():
+        time.sleep(1.0)
+        if time.monotonic() - last < poll_s:
+            continue
+        last = time.monotonic()
+        line = _last_progress_line(submitted.paths.stderr)
+        if line and line != shown:
+            print(f"job {submitted.job_id}: {line}", file=sys.stderr, flush=True)
+            shown = line
+    try:
+        return submitted.results()[0]
+    except Exception as e:  # submitit re-raises the job's failure with its traceback text
+        raise DrrError(f"job {submitted.job_id} failed ({type(e).__name__}); see "
+                       f"{submitted.paths.stderr}: {str(e).strip().splitlines()[-1]}") from None

@@ -14,6 +14,7 @@ configfile: "configs/workflow.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
+include: "workflow/rules/transformer.smk"
 
 
 rule all:

@@ -1,5 +1,5 @@
-"""The tiny workflow end to end in a temporary folder: tokenizer, report and code maps are built,
-and a second run has nothing to do."""
+"""The tiny workflow end to end in a temporary folder: tokenizer, report, code maps, transformer
+and its report are built, and a second run has nothing to do."""
 
 import json
 import os
@@ -29,6 +29,13 @@ tokenizer:
   encode:
     batch_size: 128
     rows_per_shard: 200
+transformer:
+  train:
+    steps: 30
+    batch_size: 16
+    warmup_steps: 5
+    checkpoint_every: 10
+    log_every: 5
 """
 
 
@@ -55,7 +62,7 @@ def snakemake(workdir, *args):
 
 
 @pytest.mark.slow
-def test_tiny_workflow_builds_tokenizer_and_code_maps(workdir):
+def test_tiny_workflow_builds_everything(workdir):
     run = snakemake(workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     tok = workdir / "results/tokenizers/tiny-fmnist-rq8x8x4"
@@ -74,6 +81,13 @@ def test_tiny_workflow_builds_tokenizer_and_code_maps(workdir):
         assert set(cm.labels.tolist()) <= set(range(10))
         assert cm.meta["provenance"]["config_hash"]
 
+    run_dir = workdir / "results/transformers/tiny"
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "train-state.pt").is_file()
+    treport = json.loads((run_dir / "report.json").read_text())
+    assert treport["trained_steps"] == 30 and len(treport["curve"]) == 6
+    assert treport["eval_nll"] < treport["uniform_nll"]  # it learned something in 30 steps
+    assert (workdir / "reports/transformers/tiny.png").stat().st_size > 0
+
     again = snakemake(workdir, "--dry-run")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -87,3 +101,25 @@ def test_workflow_rejects_a_bad_config_naming_file_and_key(workdir):
     assert run.returncode != 0
     assert "configs/experiments/tiny.yaml: unknown key 'tokenizer.train.stepz'" in run.stdout + run.stderr
     assert not (workdir / "results").exists()
+
+
+def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
+    for item in ("Snakefile", "workflow", "configs", "slurm"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    for name in ("imagenet", "cc3m"):  # stand-ins for the official RQ-VAE files the paper imports
+        w = tmp_path / f"weights/rq-vae-transformer/{name}_rqvae/stage1/model.pt"
+        w.parent.mkdir(parents=True)
+        w.write_bytes(b"")
+    run = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "--dry-run", "--quiet", "rules"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    counts = {}
+    for line in run.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["submit_transformer"] == 6        # every paper experiment submits itself via submitit
+    assert "train_transformer" not in counts
+    assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions
+    assert counts["import_tokenizer"] == 2 and counts["train_tokenizer"] == 1

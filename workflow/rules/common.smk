@@ -70,6 +70,33 @@ def tokenizer_hash(wildcards):
     return drr.config.config_hash({k: cfg[k] for k in ("seed", "data", "tokenizer")})
 
 
+def experiment_config(wildcards):
+    return experiment_file(wildcards.experiment)
+
+
+def transformer_hash(wildcards):
+    """Reruns an experiment's training when what builds it changes."""
+    cfg = EXPERIMENTS[wildcards.experiment]
+    return drr.config.config_hash({k: cfg[k] for k in ("seed", "data", "tokenizer", "transformer")})
+
+
+# Where each experiment's transformer trains (see workflow/rules/transformer.smk).
+TRAINED_INPROCESS = sorted(n for n, c in EXPERIMENTS.items()
+                           if c["transformer"]["launch"]["executor"] == "inprocess")
+TRAINED_SUBMITTED = sorted(n for n in EXPERIMENTS if n not in TRAINED_INPROCESS)
+
+# Caption tokenizers: one per image tokenizer of a text-conditional experiment, trained on the
+# captions of its training code map.
+TEXT_TOKENIZER_OF = {}
+for name in sorted(EXPERIMENTS):
+    if EXPERIMENTS[name]["transformer"]["model"]["cond"]["type"] == "text":
+        TEXT_TOKENIZER_OF.setdefault(EXPERIMENTS[name]["tokenizer"]["name"], name)
+
+
+def text_tokenizer_path(cfg):
+    return f"results/text/{cfg['tokenizer']['name']}/bpe.json"
+
+
 def tokenizer_dir(cfg):
     return f"results/tokenizers/{cfg['tokenizer']['name']}"
 
@@ -85,4 +112,7 @@ def all_targets():
         out += [f"{tokenizer_dir(cfg)}/checkpoint.pt", f"{tokenizer_dir(cfg)}/report.json",
                 f"reports/tokenizers/{tok}.md", f"reports/tokenizers/{tok}.png"]
         out += [codes_dir(cfg, cfg["data"][s]) for s in ("train_split", "eval_split")]
+    for name in EXPERIMENTS:
+        out += [f"results/transformers/{name}/checkpoint.pt", f"reports/transformers/{name}.md",
+                f"reports/transformers/{name}.png"]
     return sorted(set(out))

@@ -1,0 +1,107 @@
+# Transformer stage (paper §3.2): the caption tokenizer of text-conditional experiments, then the
+# Contextual RQ-Transformer of each experiment, trained on its tokenizer's code maps, and a report.
+#
+# Training runs where transformer.launch.executor says: `inprocess` experiments are ordinary
+# (GPU) jobs; `slurm`/`local` experiments submit themselves through submitit (a checkpointable,
+# self-requeueing SLURM job for the paper configs), so their rule runs on the submitting host and
+# waits for the job.
+
+
+rule train_text_tokenizer:
+    input:
+        codes=lambda w: codes_dir(EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]],
+                                  EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]]["data"]["train_split"]),
+    output:
+        "results/text/{tokenizer}/bpe.json",
+    log:
+        "results/text/{tokenizer}/bpe.log",
+    wildcard_constraints:
+        tokenizer=one_of(sorted(TEXT_TOKENIZER_OF)),
+    params:
+        vocab=lambda w: EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
+    shell:
+        "{PY} -m drr.text.train_bpe --codes {input.codes} --vocab-size {params.vocab}"
+        " --out {output} > {log} 2>&1"
+
+
+def transformer_inputs(wildcards):
+    cfg = EXPERIMENTS[wildcards.experiment]
+    inputs = {"tokenizer": f"{tokenizer_dir(cfg)}/checkpoint.pt",
+              "codes": codes_dir(cfg, cfg["data"]["train_split"])}
+    if cfg["transformer"]["model"]["cond"]["type"] == "text":
+        inputs["text"] = text_tokenizer_path(cfg)
+    return inputs
+
+
+def text_tokenizer_arg(wildcards, input):
+    return f"--text-tokenizer {input.text}" if "text" in input.keys() else ""
+
+
+_TRAIN_SHELL = (
+    "{PY} -m drr.transformer.train --config {params.config} --tokenizer {input.tokenizer}"
+    " --codes {input.codes} {params.text} --out {output} > {log} 2>&1")
+
+
+rule train_transformer:
+    input:
+        unpack(transformer_inputs),
+    output:
+        "results/transformers/{experiment}/checkpoint.pt",
+    log:
+        "results/transformers/{experiment}/train.log",
+    benchmark:
+        "results/transformers/{experiment}/train.benchmark.tsv"
+    wildcard_constraints:
+        experiment=one_of(TRAINED_INPROCESS),
+    params:
+        config=experiment_config,
+        hash=transformer_hash,
+        text=text_tokenizer_arg,
+    resources:
+        gpu=1,
+    shell:
+        _TRAIN_SHELL
+
+
+rule submit_transformer:
+    input:
+        unpack(transformer_inputs),
+    output:
+        "results/transformers/{experiment}/checkpoint.pt",
+    log:
+        "results/transformers/{experiment}/submit.log",
+    wildcard_constraints:
+        experiment=one_of(TRAINED_SUBMITTED),
+    params:
+        config=experiment_config,
+        hash=transformer_hash,
+        text=text_tokenizer_arg,
+    shell:
+        _TRAIN_SHELL
+
+
+localrules:
+    submit_transformer,
+
+
+rule report_transformer:
+    input:
+        unpack(transformer_inputs),
+        transformer="results/transformers/{experiment}/checkpoint.pt",
+        eval_codes=lambda w: codes_dir(EXPERIMENTS[w.experiment],
+                                       EXPERIMENTS[w.experiment]["data"]["eval_split"]),
+    output:
+        json="results/transformers/{experiment}/report.json",
+        markdown="reports/transformers/{experiment}.md",
+        png="reports/transformers/{experiment}.png",
+    log:
+        "results/transformers/{experiment}/report.log",
+    params:
+        config=experiment_config,
+        text=text_tokenizer_arg,
+    resources:
+        gpu=1,
+    shell:
+        "{PY} -m drr.transformer.report --config {params.config} --transformer {input.transformer}"
+        " --codes {input.eval_codes} {params.text} --json {output.json}"
+        " --markdown {output.markdown} --png {output.png} > {log} 2>&1"

@@ -1,0 +1,399 @@
+"""Generate samples with Draft-and-Revise (paper §3.3, Algorithm 2) in resumable shards, then merge
+them into one ``samples.npz`` in the ADM evaluator's format.
+
+    python -m drr.sampling.generate --config configs/experiments/tiny.yaml [--config ablation.yaml] \
+        [--set generation.num_samples=100] \
+        --tokenizer results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt \
+        --transformer results/transformers/tiny/checkpoint.pt \
+        --out results/samples/tiny [--shard I | --merge-only] [--precision fp32|bf16] \
+        [--text-tokenizer bpe.json --captions EVAL_CODE_MAP_DIR]   # text-conditional models
+
+Samples 0..num_samples-1 are cut into shards of ``generation.shard_size``; shard i goes to
+``OUT/shards/shard-{i:05d}.npz`` (temporary name, fsync, rename, so a killed job never leaves a
+file that looks finished). ``--shard I`` makes only shard I (one SLURM array task per shard);
+without it every missing shard is made, then merged. A rerun skips finished shards after checking
+they were made with the same config (hash of the resolved config without the keys that cannot
+change a shard: generation.batch_size / grid_samples / speed_batches), transformer and tokenizer
+sha256 and conditions; a shard made otherwise is refused with a one-line error naming the file.
+
+Sample i is a pure function of (seed, i): its condition (class i % num_classes, or caption
+i % n of the eval code map) and its decoding seed ``sample_seeds(seed, [i])``, so the samples do
+not depend on the batch size, the shard size or how many jobs made them.
+
+The merge (``--merge-only`` to run only it) streams the shards into ``OUT/samples.npz`` one shard
+at a time (uint8 only; never all samples in memory):
+
+    arr_0    uint8 (N, R, R, 3)       the images (the ADM evaluator reads this key)
+    index    int64 (N,)               global sample indices
+    labels   int64 (N,)               class conditions (class-conditional models)
+    captions str   (N,)               captions (text-conditional models)
+    codes    int16 (N, H, W, D)       the generated code maps
+    drafts   uint8 (N, R, R, 3)       the draft images (generation.save_drafts)
+
+and writes ``OUT/samples.json`` (provenance: config hashes, transformer / tokenizer sha256, seed,
+decode settings, wall time, device), ``OUT/grid.png`` (the first generation.grid_samples samples)
+and, with drafts, ``OUT/drafts-grid.png``; all atomically, samples.json last.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drr.cli import config_parser, resolve
+from drr.errors import DrrError, user_errors
+from drr.provenance import atomic_path
+
+SHARD_FORMAT = 1
+# Keys that change how samples are computed or shown, never which samples a shard holds.
+NON_SAMPLE_KEYS = ("batch_size", "grid_samples", "speed_batches")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def shard_config(cfg: dict) -> dict:
+    """The resolved config without the keys that cannot change a shard's samples."""
+    c = copy.deepcopy(cfg)
+    for key in NON_SAMPLE_KEYS:
+        c["generation"].pop(key, None)
+    return c
+
+
+def shard_config_hash(cfg: dict) -> str:
+    from drr.config import config_hash
+    return config_hash(shard_config(cfg))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_difference(old: dict | None, new: dict) -> str:
+    """' (first difference: key a.b is X there, Y here)' or '' if unknown."""
+    if not isinstance(old, dict):
+        return ""
+    a, b = _flatten(old), _flatten(new)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            return f" (first difference: {key} is {a.get(key, '<absent>')!r} there, " \
+                   f"{b.get(key, '<absent>')!r} here)"
+    return ""
+
+
+def shard_path(out: Path, i: int) -> Path:
+    return Path(out) / "shards" / f"shard-{i:05d}.npz"
+
+
+def shard_range(cfg: dict, i: int) -> tuple[int, int]:
+    n, size = cfg["generation"]["num_samples"], cfg["generation"]["shard_size"]
+    return i * size, min((i + 1) * size, n)
+
+
+def num_shards(cfg: dict) -> int:
+    n, size = cfg["generation"]["num_samples"], cfg["generation"]["shard_size"]
+    return -(-n // size)
+
+
+def _sha(array: np.ndarray) -> str:
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def shard_identity(cfg: dict, models, conds, i: int, precision: str) -> dict:
+    """What a finished shard i must have been made with to be reused."""
+    start, stop = shard_range(cfg, i)
+    return {"format": SHARD_FORMAT, "config_hash": shard_config_hash(cfg),
+            "transformer_sha256": models.transformer_sha256,
+            "tokenizer_sha256": models.tokenizer_sha256,
+            "conditions_sha256": _sha(conds(np.arange(start, stop)).numpy()),
+            "start": start, "stop": stop, "save_drafts": bool(cfg["generation"]["save_drafts"]),
+            "precision": precision}
+
+
+def read_shard_meta(path: Path) -> dict | None:
+    """The 'meta' record of a finished shard file; None if the file is unreadable."""
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            missing = {"images", "index", "codes"} - set(z.files)
+            if missing:
+                return None
+            return meta
+    except Exception:  # a damaged file: zipfile, ValueError, KeyError, EOFError, OSError...
+        return None
+
+
+def shard_done(path: Path, identity: dict, cfg: dict | None = None) -> bool:
+    """True if `path` is a finished shard made with `identity`; False if absent or unreadable
+    (it is remade); a shard made with another config or model raises a one-line DrrError (naming the
+    first differing config key when `cfg`, the shard config of this run, is given)."""
+    if not path.exists():
+        return False
+    meta = read_shard_meta(path)
+    if meta is None:
+        log(f"{path}: unreadable shard, making it again")
+        return False
+    for key, want in identity.items():
+        if meta.get(key) != want:
+            why = config_difference(meta.get("config"), cfg) if key == "config_hash" and cfg else ""
+            raise DrrError(f"{path}: field '{key}' is {meta.get(key)!r}, this run has {want!r}"
+                           f"{why}; the shard was made with another config, model, conditions "
+                           f"or --precision: use another --out or delete the shard")
+    return True
+
+
+def write_npz(path: Path, **arrays) -> None:
+    """np.savez to `path` atomically (temporary name, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: torch.device,
+               precision: str, progress) -> None:
+    from drr.sampling.decode import draft_and_revise, sample_seeds
+    from drr.sampling.images import autocast, decode_images, sync
+
+    gen = cfg["generation"]
+    start, stop = shard_range(cfg, i)
+    save_drafts = bool(gen["save_drafts"])
+    model, tok = models.transformer, models.tokenizer
+    h, w, d = models.code_shape
+    images, drafts, codes_all = [], [], []
+    t0 = time.monotonic()
+    for b0 in range(start, stop, gen["batch_size"]):
+        idx = np.arange(b0, min(b0 + gen["batch_size"], stop))
+        cond = conds(idx).to(device)
+        seeds = sample_seeds(cfg["seed"], idx)
+        with autocast(device, precision):
+            codes, draft = draft_and_revise(model, cond, settings, seeds, return_draft=True)
+        images.append(decode_images(tok, codes, (h, w, d)))
+        if save_drafts:
+            drafts.append(decode_images(tok, draft, (h, w, d)))
+        codes_all.append(codes.reshape(len(idx), h, w, d).to(torch.int16).cpu().numpy())
+        progress.update(len(idx))
+    sync(device)
+    index = np.arange(start, stop, dtype=np.int64)
+    meta = shard_identity(cfg, models, conds, i, precision)
+    meta.update(config=shard_config(cfg), wall_s=time.monotonic() - t0,
+                device=device_name(device), batch_size=gen["batch_size"])
+    arrays = {"images": np.concatenate(images), "index": index,
+              "codes": np.concatenate(codes_all), "meta": np.array(json.dumps(meta))}
+    if save_drafts:
+        arrays["drafts"] = np.concatenate(drafts)
+    labels, captions = conds.labels(index), conds.caption_texts(index)
+    if labels is not None:
+        arrays["labels"] = labels
+    if captions is not None:
+        arrays["captions"] = captions
+    write_npz(shard_path(out, i), **arrays)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# -- merge ------------------------------------------------------------------------------------
+
+class _NpzStream:
+    """Write an .npz (a zip of .npy members, uncompressed, like np.savez) member by member, each
+    member from chunks, so large arrays never need to be in memory at once."""
+
+    def __init__(self, f):
+        self.zf = zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def array(self, name: str, dtype, shape: tuple, chunks) -> None:
+        dtype = np.dtype(dtype)
+        written = 0
+        with self.zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {
+                "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                "shape": tuple(int(s) for s in shape)})
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                member.write(chunk.tobytes())
+                written += chunk.size
+        if written != int(np.prod(shape)):
+            raise RuntimeError(f"{name}: wrote {written} values for shape {shape}")
+
+    def close(self):
+        self.zf.close()
+
+
+def _shard_arrays(paths: list[Path], key: str):
+    for p in paths:
+        with np.load(p) as z:
+            yield z[key]
+
+
+def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path:
+    from drr.provenance import provenance, write_json
+    from drr.sampling.images import grid_columns, save_grid
+
+    gen = cfg["generation"]
+    n, shards = gen["num_samples"], num_shards(cfg)
+    paths = [shard_path(out, i) for i in range(shards)]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise DrrError(f"{missing[0]}: {len(missing)} of {shards} shards are missing; run without "
+                       f"--merge-only (or the --shard jobs) first")
+    metas = []
+    for i, p in enumerate(paths):
+        meta = read_shard_meta(p)
+        if meta is None:
+            raise DrrError(f"{p}: unreadable shard; run without --merge-only to remake it")
+        shard_done(p, shard_identity(cfg, models, conds, i, precision), shard_config(cfg))
+        metas.append(meta)
+    with np.load(paths[0]) as z:
+        res = z["images"].shape[1:]
+        code_shape = z["codes"].shape[1:]
+        caption_dtype = None
+    if conds.type == "text":
+        caption_dtype = max((a.dtype for a in _shard_arrays(paths, "captions")),
+                            key=lambda t: t.itemsize)
+    k = min(gen["grid_samples"], n)
+    grid, draft_grid = [], []
+
+    def images(key: str, keep: list):
+        taken = 0
+        for arr in _shard_arrays(paths, key):
+            if arr.shape[1:] != res:
+                raise DrrError(f"shards of {out}: image shapes {arr.shape[1:]} and {res} differ")
+            if taken < k:
+                keep.append(arr[:k - taken].copy())
+                taken += len(keep[-1])
+            yield arr
+
+    npz = out / "samples.npz"
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:
+            z = _NpzStream(f)
+            z.array("arr_0", np.uint8, (n, *res), images("images", grid))
+            z.array("index", np.int64, (n,), _shard_arrays(paths, "index"))
+            if conds.type == "class":
+                z.array("labels", np.int64, (n,), _shard_arrays(paths, "labels"))
+            if conds.type == "text":
+                z.array("captions", caption_dtype, (n,), _shard_arrays(paths, "captions"))
+            z.array("codes", np.int16, (n, *code_shape), _shard_arrays(paths, "codes"))
+            if gen["save_drafts"]:
+                z.array("drafts", np.uint8, (n, *res), images("drafts", draft_grid))
+            z.close()
+            f.flush()
+            os.fsync(f.fileno())
+    if k > 0:
+        save_grid(np.concatenate(grid), out / "grid.png", grid_columns(k))
+        if gen["save_drafts"]:
+            save_grid(np.concatenate(draft_grid), out / "drafts-grid.png", grid_columns(k))
+    record = provenance(
+        cfg, shard_config_hash=shard_config_hash(cfg),
+        transformer=str(models.transformer_path), transformer_sha256=models.transformer_sha256,
+        tokenizer=str(models.tokenizer_path), tokenizer_sha256=models.tokenizer_sha256,
+        decode_settings=asdict(settings), generation=gen, conditions=conds.source,
+        num_samples=n, image_shape=list(res), shards=shards, precision=precision,
+        wall_s=sum(m["wall_s"] for m in metas),
+        devices=sorted({m["device"] for m in metas}),
+        files={"samples": npz.name, "grid": "grid.png" if k else None,
+               "drafts_grid": "drafts-grid.png" if k and gen["save_drafts"] else None})
+    write_json(out / "samples.json", record)
+    return npz
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: int | None = None,
+             merge_only: bool = False, text_tokenizer: Path | None = None,
+             captions: Path | None = None, precision: str = "fp32",
+             device: str | None = None) -> Path | None:
+    """Make the missing shards (only shard `shard` if given), then merge (unless `shard`).
+    Returns the samples.npz path after a merge, else None."""
+    from drr.config import save_config
+    from drr.progress import Progress
+    from drr.sampling.decode import DecodeSettings
+    from drr.sampling.images import Conditions, autocast, load_models, pick_device
+
+    out = Path(out)
+    gen = cfg["generation"]
+    shards = num_shards(cfg)
+    if shard is not None and not 0 <= shard < shards:
+        raise DrrError(f"--shard {shard}: generation.num_samples {gen['num_samples']} in shards of "
+                       f"{gen['shard_size']} makes shards 0..{shards - 1}")
+    if shard is not None and merge_only:
+        raise DrrError("--shard and --merge-only exclude each other")
+    dev = pick_device(device)
+    autocast(dev, precision)  # validates the precision name
+    settings = DecodeSettings.from_config(cfg["sampling"])
+    models = load_models(tokenizer, transformer, dev if not merge_only else torch.device("cpu"),
+                         cfg)
+    settings.check_positions(models.transformer.config.num_positions)
+    conds = Conditions(cfg, text_tokenizer, captions)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+
+    if not merge_only:
+        todo = [shard] if shard is not None else list(range(shards))
+        pending = [i for i in todo if not shard_done(
+            shard_path(out, i), shard_identity(cfg, models, conds, i, precision), shard_config(cfg))]
+        skipped = len(todo) - len(pending)
+        if skipped:
+            log(f"{out}: {skipped} finished shard(s) kept")
+        total = sum(shard_range(cfg, i)[1] - shard_range(cfg, i)[0] for i in pending)
+        if pending:
+            log(f"generating {total} samples in {len(pending)} shard(s) on {device_name(dev)}, "
+                f"batch {gen['batch_size']}, {precision}")
+        progress = Progress(int(total), "generate", unit="img")
+        for i in pending:
+            make_shard(cfg, models, conds, settings, i, out, dev, precision, progress)
+    if shard is not None:
+        return None
+    npz = merge(cfg, out, models, conds, settings, precision)
+    for stale in (out / "shards").glob(".shard-*.tmp"):  # left by killed jobs; every shard is done
+        stale.unlink(missing_ok=True)
+    log(f"wrote {npz} ({gen['num_samples']} samples)")
+    return npz
+
+
+def main(argv=None) -> None:
+    p = config_parser(__doc__.splitlines()[0])
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")
+    p.add_argument("--transformer", required=True, type=Path, help="transformer checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--shard", type=int, help="make only this shard (no merge)")
+    p.add_argument("--merge-only", action="store_true", help="only merge the finished shards")
+    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
+    p.add_argument("--captions", type=Path, help="eval code map whose captions condition samples")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="transformer precision: fp32 (default) or bf16 autocast; the tokenizer "
+                        "decodes in fp32")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    args = p.parse_args(argv)
+    with user_errors():
+        cfg = resolve(args)
+        generate(cfg, args.tokenizer, args.transformer, args.out, shard=args.shard,
+                 merge_only=args.merge_only, text_tokenizer=args.text_tokenizer,
+                 captions=args.captions, precision=args.precision, device=args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
 include: "workflow/rules/transformer.smk"
+include: "workflow/rules/sampling.smk"
 
 
 rule all:

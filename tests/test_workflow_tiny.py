@@ -36,6 +36,12 @@ transformer:
     warmup_steps: 5
     checkpoint_every: 10
     log_every: 5
+generation:
+  num_samples: 40
+  batch_size: 20
+  shard_size: 20
+  grid_samples: 16
+  speed_batches: 1
 """
 
 
@@ -88,6 +94,18 @@ def test_tiny_workflow_builds_everything(workdir):
     assert treport["eval_nll"] < treport["uniform_nll"]  # it learned something in 30 steps
     assert (workdir / "reports/transformers/tiny.png").stat().st_size > 0
 
+    import numpy as np
+    samples = workdir / "results/samples/tiny/default"
+    with np.load(samples / "samples.npz") as npz:
+        assert npz["arr_0"].shape == (40, 32, 32, 3) and npz["arr_0"].dtype == np.uint8
+        assert npz["labels"].tolist() == [i % 10 for i in range(40)]
+    assert sorted(p.name for p in (samples / "shards").glob("*.npz")) == ["shard-00000.npz",
+                                                                         "shard-00001.npz"]
+    assert (workdir / "reports/samples/tiny/default.png").stat().st_size > 0
+    assert (workdir / "reports/figures/tiny/inpainting.png").stat().st_size > 0
+    speed = json.loads((workdir / "results/speed/tiny/default.json").read_text())
+    assert speed["s_per_sample"] > 0 and speed["s_per_sample_revise"] > 0
+
     again = snakemake(workdir, "--dry-run")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -123,3 +141,5 @@ def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
     assert "train_transformer" not in counts
     assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions
     assert counts["import_tokenizer"] == 2 and counts["train_tokenizer"] == 1
+    # 50k samples in 10 shards for each ImageNet experiment, 15,840 in 8 for each CC-3M one
+    assert counts["generate_shard"] == 4 * 10 + 2 * 8 and counts["merge_samples"] == 6

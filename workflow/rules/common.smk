@@ -1,6 +1,7 @@
 # Configuration: the workflow config (configs/workflow.yaml) names the suite of experiments; each
 # experiment is resolved by drr.config (configs/base.yaml + configs/experiments/<name>.yaml, keys
 # checked, errors naming file and key) and validated here against the same JSON schema.
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -97,6 +98,51 @@ def text_tokenizer_path(cfg):
     return f"results/text/{cfg['tokenizer']['name']}/bpe.json"
 
 
+# Variants of an experiment: "default", or the name of an ablation override file
+# configs/ablations/<variant>.yaml (sampling and generation keys) applied on top of it.
+def variant_files(experiment, variant):
+    files = [experiment_file(experiment)]
+    if variant != "default":
+        files.append(f"configs/ablations/{variant}.yaml")
+    return files
+
+
+_RESOLVED = {}
+# Absolute: resolved() also runs from input functions, after parsing, where relative paths fail.
+EXPERIMENT_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "experiment.schema.yaml")
+
+
+def resolved(experiment, variant="default"):
+    key = (experiment, variant)
+    if key not in _RESOLVED:
+        try:
+            cfg = drr.config.load_config(*variant_files(experiment, variant))
+        except DrrError as e:
+            raise WorkflowError(str(e))
+        validate(cfg, EXPERIMENT_SCHEMA)
+        for section in ("seed", "data", "tokenizer", "transformer"):
+            if cfg[section] != EXPERIMENTS[experiment][section]:
+                raise WorkflowError(f"configs/ablations/{variant}.yaml: changes '{section}'; an ablation "
+                                    "may change only sampling, generation and metrics keys")
+        _RESOLVED[key] = cfg
+    return _RESOLVED[key]
+
+
+def variant_configs(wildcards):
+    return " ".join(f"--config {f}" for f in variant_files(wildcards.experiment, wildcards.variant))
+
+
+def samples_hash(wildcards):
+    """Regenerates samples when anything that makes them changes."""
+    cfg = resolved(wildcards.experiment, wildcards.variant)
+    return drr.config.config_hash({k: v for k, v in cfg.items() if k != "metrics"})
+
+
+def num_shards(experiment, variant):
+    gen = resolved(experiment, variant)["generation"]
+    return -(-gen["num_samples"] // gen["shard_size"])
+
+
 def tokenizer_dir(cfg):
     return f"results/tokenizers/{cfg['tokenizer']['name']}"
 
@@ -114,5 +160,7 @@ def all_targets():
         out += [codes_dir(cfg, cfg["data"][s]) for s in ("train_split", "eval_split")]
     for name in EXPERIMENTS:
         out += [f"results/transformers/{name}/checkpoint.pt", f"reports/transformers/{name}.md",
-                f"reports/transformers/{name}.png"]
+                f"reports/transformers/{name}.png", f"results/samples/{name}/default/samples.npz",
+                f"reports/samples/{name}/default.png", f"results/speed/{name}/default.json",
+                f"reports/figures/{name}/inpainting.png"]
     return sorted(set(out))

@@ -121,3 +121,36 @@ class StepBatchSampler:
         n, bs, seed, rank, world = self.args
         for step in range(self.start, self.total):
             yield batch_indices(n, bs, step, seed, rank, world).tolist()
+
+
+def gather_rng_states(world: int) -> list:
+    """Every process's RNG state, indexed by rank (a collective when world > 1)."""
+    import torch
+
+    from drr import checkpoint
+    state = checkpoint.rng_state()
+    if world == 1:
+        return [state]
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir, save_state,
+                       main: bool) -> None:
+    """End of a training step: save every `every` steps; when any process was told to stop, save,
+    hand the signal to the handler installed before ours (submitit's requeue), and exit 1.
+    `save_state()` is a collective: every process calls this at every step."""
+    import sys
+
+    from drr import checkpoint, distributed
+    stopping = distributed.any_flag(stop.requested is not None, device)
+    if step % every == 0 or stopping:
+        save_state()
+    if stopping:
+        if main:
+            print(f"stopping on {stop.requested} at step {step}; state saved to "
+                  f"{checkpoint.state_path(run_dir)}; run the same command to resume",
+                  file=sys.stderr, flush=True)
+        stop.forward()
+        raise SystemExit(1)

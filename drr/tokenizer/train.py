@@ -24,7 +24,8 @@ from drr.cli import config_parser, resolve
 from drr.config import save_config
 from drr.errors import DrrError, user_errors
 from drr.progress import Progress
-from drr.training import MetricsLog, StepBatchSampler, StopSignal, warmup_constant
+from drr.training import (MetricsLog, StepBatchSampler, StopSignal, checkpoint_or_stop,
+                          gather_rng_states, warmup_constant)
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -86,11 +87,7 @@ def train(cfg: dict, out: Path) -> Path:
     stop = StopSignal()
 
     def save_state():
-        rng = [checkpoint.rng_state()]
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
+        rng = gather_rng_states(world)
         if main:
             checkpoint.save({"step": step, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
                              "disc": loss_fn.disc.state_dict() if opt_d else None,
@@ -136,16 +133,7 @@ def train(cfg: dict, out: Path) -> Path:
                       images_per_s=n_log / max(now - t_log, 1e-9), codes_used_in_batch=used,
                       **{k: float(v) for k, v in parts.items()})
             t_log, n_log = now, 0
-        stopping = distributed.any_flag(stop.requested is not None, device)
-        if step % tcfg["checkpoint_every"] == 0 or stopping:
-            save_state()
-        if stopping:
-            if main:
-                print(f"stopping on {stop.requested} at step {step}; state saved to "
-                      f"{checkpoint.state_path(run_dir)}; run the same command to resume",
-                      file=sys.stderr, flush=True)
-            stop.forward()
-            raise SystemExit(1)
+        checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
     stop.restore()
 
     if step % tcfg["checkpoint_every"]:

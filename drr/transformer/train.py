@@ -38,7 +38,8 @@ from drr.cli import config_parser, resolve
 from drr.config import save_config
 from drr.errors import DrrError, user_errors
 from drr.progress import Progress
-from drr.training import MetricsLog, StopSignal, batch_indices, warmup_cosine
+from drr.training import (MetricsLog, StopSignal, batch_indices, checkpoint_or_stop,
+                          gather_rng_states, warmup_cosine)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -122,11 +123,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     stop = StopSignal()
 
     def save_state():
-        rng = [checkpoint.rng_state()]
-        if world > 1:
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
+        rng = gather_rng_states(world)
         if main:
             checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                              "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
@@ -174,16 +171,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             log.write(step=step, lr=lr, loss=nll, masked_fraction=n_masked / (b * n),
                       tokens_per_s=steps_log * tokens_per_step / max(now - t_log, 1e-9))
             t_log, steps_log = now, 0
-        stopping = distributed.any_flag(stop.requested is not None, device)
-        if step % tcfg["checkpoint_every"] == 0 or stopping:
-            save_state()
-        if stopping:
-            if main:
-                print(f"stopping on {stop.requested} at step {step}; state saved to "
-                      f"{checkpoint.state_path(run_dir)}; run the same command to resume",
-                      file=sys.stderr, flush=True)
-            stop.forward()
-            raise SystemExit(1)
+        checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
     stop.restore()
 
     if step % tcfg["checkpoint_every"]:

@@ -16,6 +16,7 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
 include: "workflow/rules/transformer.smk"
 include: "workflow/rules/sampling.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:

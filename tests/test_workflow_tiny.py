@@ -42,6 +42,11 @@ generation:
   shard_size: 20
   grid_samples: 16
   speed_batches: 1
+metrics:
+  reference_images: 64
+  pr_reference_size: 64
+  kid_subset_size: 20
+  batch_size: 32
 """
 
 
@@ -105,6 +110,13 @@ def test_tiny_workflow_builds_everything(workdir):
     assert (workdir / "reports/figures/tiny/inpainting.png").stat().st_size > 0
     speed = json.loads((workdir / "results/speed/tiny/default.json").read_text())
     assert speed["s_per_sample"] > 0 and speed["s_per_sample_revise"] > 0
+
+    import pyarrow.parquet as pq
+    rows = pq.read_table(workdir / "results/metrics/tiny/default.parquet").to_pylist()
+    revised = [r for r in rows if r["phase"] == "revised"]
+    assert len(revised) == 1 and revised[0]["n_samples"] == 40
+    assert revised[0]["fid"] > 0 and 0 <= revised[0]["precision"] <= 1
+    assert (revised[0]["is_mean"] is not None) or revised[0]["is_note"].startswith("n/a")
 
     again = snakemake(workdir, "--dry-run")
     assert again.returncode == 0, again.stderr[-2000:]

@@ -162,5 +162,5 @@ def all_targets():
         out += [f"results/transformers/{name}/checkpoint.pt", f"reports/transformers/{name}.md",
                 f"reports/transformers/{name}.png", f"results/samples/{name}/default/samples.npz",
                 f"reports/samples/{name}/default.png", f"results/speed/{name}/default.json",
-                f"reports/figures/{name}/inpainting.png"]
+                f"reports/figures/{name}/inpainting.png", f"results/metrics/{name}/default.parquet"]
     return sorted(set(out))

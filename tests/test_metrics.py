@@ -496,7 +496,7 @@ def test_score_cli_writes_parquet_and_jsonl_with_schema(tmp_path, monkeypatch):
     monkeypatch.setattr(inception, "load_inception", lambda m, device=None: Stub())
     over = tmp_path / "over.yaml"
     over.write_text(f"data: {{root: {tmp_path / 'fm'}, download: false}}\n"
-                    f"metrics: {{weights_dir: {tmp_path / 'w'}, pr_reference_size: 20, "
+                    f"metrics: {{weights_dir: {tmp_path / 'w'}, reference_images: null, pr_reference_size: 20, "
                     f"kid_subset_size: 10}}\n")
     monkeypatch.setattr("drr.data.fashion_mnist.verify_file", lambda *a, **k: None)
     reference.main(["--config", str(TINY), "--config", str(over), "--out", str(tmp_path / "ref.npz"),

@@ -154,3 +154,23 @@ def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir,
                   file=sys.stderr, flush=True)
         stop.forward()
         raise SystemExit(1)
+
+
+def start_run(cfg: dict, stage: str, out):
+    """Common start of a training run of `stage` ('tokenizer' or 'transformer'): set up the
+    process group, write the resolved config next to the output (rank 0), check the batch splits
+    over the processes, seed. Returns (rank, world, device, run_dir)."""
+    from drr import checkpoint, distributed
+    from drr.config import save_config
+    from drr.errors import DrrError
+
+    rank, world, device = distributed.init()
+    run_dir = Path(out).parent
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    batch = cfg[stage]["train"]["batch_size"]
+    if batch % world:
+        raise DrrError(f"{stage}.train.batch_size {batch} is not divisible by the {world} processes")
+    checkpoint.seed_everything(cfg["seed"])
+    return rank, world, device, run_dir

@@ -21,11 +21,10 @@ import torch
 
 from drr import checkpoint, distributed
 from drr.cli import config_parser, resolve
-from drr.config import save_config
 from drr.errors import DrrError, user_errors
 from drr.progress import Progress
 from drr.training import (MetricsLog, StepBatchSampler, StopSignal, checkpoint_or_stop,
-                          gather_rng_states, warmup_constant)
+                          gather_rng_states, start_run, warmup_constant)
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -39,18 +38,9 @@ def train(cfg: dict, out: Path) -> Path:
     from drr.tokenizer.losses import TokenizerLoss
     from drr.tokenizer.model import RQVAE, RQVAEConfig
 
-    rank, world, device = distributed.init()
+    rank, world, device, run_dir = start_run(cfg, "tokenizer", out)
     main = rank == 0
     tcfg = cfg["tokenizer"]["train"]
-    run_dir = out.parent
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    if tcfg["batch_size"] % world:
-        raise DrrError(f"tokenizer.train.batch_size {tcfg['batch_size']} is not divisible by the "
-                       f"{world} processes")
-
-    checkpoint.seed_everything(cfg["seed"])
     dataset = build_dataset(cfg["data"], cfg["data"]["train_split"])
     model = RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])).to(device)
     loss_fn = TokenizerLoss(cfg["tokenizer"]["loss"], cfg["tokenizer"]["model"]["in_channels"]).to(device)

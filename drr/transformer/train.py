@@ -35,11 +35,10 @@ import torch.nn.functional as F
 
 from drr import checkpoint, distributed
 from drr.cli import config_parser, resolve
-from drr.config import save_config
 from drr.errors import DrrError, user_errors
 from drr.progress import Progress
 from drr.training import (MetricsLog, StopSignal, batch_indices, checkpoint_or_stop,
-                          gather_rng_states, warmup_cosine)
+                          gather_rng_states, start_run, warmup_cosine)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -74,18 +73,9 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     from drr.transformer.model import (ContextualRQTransformer, TransformerConfig, masked_nll,
                                        sample_masks, text_nll, text_targets)
 
-    rank, world, device = distributed.init()
+    rank, world, device, run_dir = start_run(cfg, "transformer", out)
     main = rank == 0
     tcfg = cfg["transformer"]["train"]
-    run_dir = out.parent
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    if tcfg["batch_size"] % world:
-        raise DrrError(f"transformer.train.batch_size {tcfg['batch_size']} is not divisible by the "
-                       f"{world} processes")
-
-    checkpoint.seed_everything(cfg["seed"])
     mcfg = TransformerConfig.from_experiment(cfg)
     tok_model, _, tok_sha = load_tokenizer(tokenizer)
     code_map = open_code_map(codes, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,

@@ -18,6 +18,13 @@ Conditions and classifier-free guidance: ``cond_emb`` has one extra row, the lea
 ``null_condition(cond)`` replaces a condition by it. Text conditions are causal among themselves and
 predict their next token through ``cond_classifier`` (an auxiliary loss, as the official CC-3M
 RQ-Transformer has); image positions attend to all text tokens.
+
+The autoregressive RQ-Transformer (CVPR 2022, drr/transformer/ar.py) is built from the same parts
+(``RQTransformerBase``: embeddings, the two block stacks, classifiers, conditions, the depth
+transformer). The two models differ only in how the spatial transformer reads the code stacks:
+the contextual one masks positions and attends bidirectionally; the AR one shifts the input by one
+behind the condition tokens and attends causally, and so is sampled in raster order with a
+key/value cache (``KVCache``) instead of by Draft-and-Revise.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from drr.errors import DrrError
+
+KINDS = ("contextual", "ar")
 
 
 @dataclass
@@ -49,9 +58,12 @@ class TransformerConfig:
     text_length: int = 32              # text tokens per caption (cond_type text)
     dropout: float = 0.0
     mlp_ratio: int = field(default=4)
+    kind: str = "contextual"           # contextual (this module) | ar (drr/transformer/ar.py)
 
     def __post_init__(self):
         self.code_shape = tuple(int(s) for s in self.code_shape)
+        if self.kind not in KINDS:
+            raise DrrError(f"transformer.model.kind: {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.d_model % self.head_dim:
             raise DrrError(f"transformer d_model {self.d_model} is not a multiple of head_dim "
                            f"{self.head_dim}")
@@ -87,7 +99,36 @@ class TransformerConfig:
                    codebook_size=tok["codebook_size"], embed_dim=tok["embed_dim"],
                    cond_type=m["cond"]["type"], num_classes=m["cond"]["num_classes"],
                    vocab_size=m["cond"]["vocab_size"], text_length=m["cond"]["length"],
-                   dropout=m["dropout"])
+                   dropout=m["dropout"], kind=m.get("kind", "contextual"))
+
+
+class KVCache:
+    """Keys and values of the tokens a ``Stack`` has already read, for incremental decoding.
+
+    Every block's keys and values (B, heads, t, head_dim) are appended to a buffer preallocated at
+    the first write for `max_len` tokens; `length` tokens are filled. A ``Stack`` called with a
+    cache reads only the new tokens and attends to the cached ones as well, then advances `length`.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys/values of block `layer`; return all keys/values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"key/value cache of {self.max_len} tokens cannot take {end}")
+        if layer not in self.keys:
+            shape = (*k.shape[:2], self.max_len, k.shape[3])
+            self.keys[layer], self.values[layer] = k.new_empty(shape), v.new_empty(shape)
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, self.length:end] = k
+        values[:, :, self.length:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
 
 class SelfAttention(nn.Module):
@@ -99,15 +140,25 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, causal: bool = False,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
         b, t, d = x.shape
 
         def heads(y):
             return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        if cache is not None:
+            if attn_mask is not None:
+                raise ValueError("a key/value cache takes causal attention, not an attention mask")
+            past = cache.length
+            k, v = cache.append(layer, k, v)
+            if causal and t > 1:  # new token i sees the cached ones and new ones up to i
+                attn_mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+            causal = False  # a single new token sees everything before it
         y = F.scaled_dot_product_attention(
-            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), attn_mask=attn_mask,
-            is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, attn_mask=attn_mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -121,8 +172,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d),
                                  nn.Dropout(dropout))
 
-    def forward(self, x, causal=False, attn_mask=None):
-        x = x + self.attn(self.ln1(x), causal=causal, attn_mask=attn_mask)
+    def forward(self, x, causal=False, attn_mask=None, cache=None, layer=0):
+        x = x + self.attn(self.ln1(x), causal=causal, attn_mask=attn_mask, cache=cache, layer=layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -131,9 +182,13 @@ class Stack(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(d, head_dim, dropout, mlp_ratio) for _ in range(n))
 
-    def forward(self, x, causal=False, attn_mask=None):
-        for block in self.blocks:
-            x = block(x, causal=causal, attn_mask=attn_mask)
+    def forward(self, x, causal=False, attn_mask=None, cache: KVCache | None = None):
+        """x (B, t, d). With a cache, x holds only the new tokens (after `cache.length` cached
+        ones), and the cache is extended by them."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=causal, attn_mask=attn_mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.length += x.shape[1]
         return x
 
 
@@ -147,21 +202,28 @@ class Classifier(nn.Module):
         return self.linear(self.layer_norm(x))
 
 
-class ContextualRQTransformer(nn.Module):
-    """p_theta(S_n | S_masked) for masked positions n (eq. 5), as spatial context + depth AR.
+class RQTransformerBase(nn.Module):
+    """The parts both RQ-Transformers share, with the official key names: the frozen code
+    embeddings, condition embeddings (plus the null row), positional embeddings, ``input_mlp``,
+    ``head_mlp``, the spatial (``body_transformer``) and depth (``head_transformer``) block stacks,
+    ``classifier`` and ``cond_classifier``; conditions, and the depth transformer of eq. 8-9.
 
-    Shapes: codes (B, N, D) int64 in [0, K); mask (B, N) bool, True = masked (m_n = 1);
-    cond (B, L_cond) int64 (class label (B, 1), text ids (B, 32), zeros for unconditional).
+    Subclasses define ``context`` (how the spatial transformer reads the code stacks: its input and
+    its attention mask) and ``forward``. ``has_null_condition`` is False for a model imported from an
+    official checkpoint, whose null row was never trained (classifier-free guidance is refused).
     """
+
+    uses_mask_embedding = False  # the contextual model's e_[MASK] (eq. 6)
 
     def __init__(self, config: TransformerConfig, code_embeddings: torch.Tensor | None = None):
         super().__init__()
         c = self.config = config
         d, n, depth = c.d_model, c.num_positions, c.depth
+        self.has_null_condition = True
         self.register_buffer("code_emb", torch.zeros(c.codebook_size, c.embed_dim))
         if code_embeddings is not None:
             self.set_code_embeddings(code_embeddings)
-        self.mask_emb = nn.Parameter(torch.zeros(c.embed_dim))
+        self.mask_emb = nn.Parameter(torch.zeros(c.embed_dim)) if self.uses_mask_embedding else None
         self.pos_emb_cond = nn.Parameter(torch.zeros(1, c.cond_length, d))
         self.pos_emb_hw = nn.Parameter(torch.zeros(1, n, d))
         self.pos_emb_d = nn.Parameter(torch.zeros(1, depth, d))
@@ -175,7 +237,8 @@ class ContextualRQTransformer(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.apply(self._init_weights)
         for p in (self.mask_emb, self.pos_emb_cond, self.pos_emb_hw, self.pos_emb_d):
-            nn.init.normal_(p, std=0.02)
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
 
     @staticmethod
     def _init_weights(module):
@@ -209,6 +272,48 @@ class ContextualRQTransformer(nn.Module):
         drop = torch.rand(len(cond), generator=generator, device="cpu").to(cond.device) < p
         return torch.where(drop[:, None], self.null_condition(cond), cond), drop
 
+    def check_inputs(self, codes: torch.Tensor | None, cond: torch.Tensor) -> None:
+        c = self.config
+        if codes is not None and codes.shape[1:] != (c.num_positions, c.depth):
+            raise DrrError(f"codes of shape {tuple(codes.shape)}, the model expects "
+                           f"(B, {c.num_positions}, {c.depth})")
+        if cond.shape[1] != c.cond_length:
+            raise DrrError(f"condition of length {cond.shape[1]}, the model expects {c.cond_length}")
+
+    def condition_tokens(self, cond: torch.Tensor) -> torch.Tensor:
+        """The condition's input tokens (B, L, d): embedding + PE."""
+        return self.cond_emb(cond) + self.pos_emb_cond
+
+    # -- the depth transformer (eq. 8-9), the same in both models ---------------------------
+    def embed_stacks(self, codes: torch.Tensor) -> torch.Tensor:
+        """sum_d e(S_nd): (..., D) codes -> (..., n_z)."""
+        return F.embedding(codes, self.code_emb).sum(-2)
+
+    def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Eq. 8-9 for M selected positions: h (M, d), codes (M, D') with D' < D given codes
+        (teacher forcing: pass all D to get every depth) -> logits (M, D'', K), D'' = min(D'+1, D)."""
+        c = self.config
+        steps = min(codes.shape[1] + 1, c.depth)
+        partial = F.embedding(codes[:, :steps - 1], self.code_emb).cumsum(1)  # sum_{d'<d} e(S_nd')
+        v = torch.cat([h[:, None], self.head_mlp(partial)], dim=1) + self.pos_emb_d[:, :steps]
+        return self.classifier(self.head_transformer(v, causal=True))
+
+    def depth_input(self, h: torch.Tensor, partial: torch.Tensor, d: int) -> torch.Tensor:
+        """v_nd of eq. 8 for one depth d (0-based), (M, 1, d_model): h (M, d_model) at d = 0,
+        else head_mlp(partial), partial = sum_{d'<d} e(S_nd') (M, n_z). For cached decoding."""
+        v = h if d == 0 else self.head_mlp(partial)
+        return (v + self.pos_emb_d[0, d])[:, None]
+
+
+class ContextualRQTransformer(RQTransformerBase):
+    """p_theta(S_n | S_masked) for masked positions n (eq. 5), as spatial context + depth AR.
+
+    Shapes: codes (B, N, D) int64 in [0, K); mask (B, N) bool, True = masked (m_n = 1);
+    cond (B, L_cond) int64 (class label (B, 1), text ids (B, 32), zeros for unconditional).
+    """
+
+    uses_mask_embedding = True
+
     def _spatial_mask(self, device) -> torch.Tensor | None:
         """Attention mask (True = may attend): text tokens causal among themselves, images see all."""
         if self.config.cond_type != "text":
@@ -219,35 +324,17 @@ class ContextualRQTransformer(nn.Module):
         allow[:lc, lc:] = False
         return allow
 
-    # -- the two transformers ---------------------------------------------------------------
-    def embed_stacks(self, codes: torch.Tensor) -> torch.Tensor:
-        """sum_d e(S_nd): (..., D) codes -> (..., n_z)."""
-        return F.embedding(codes, self.code_emb).sum(-2)
-
     def context(self, codes: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 6-7: contexts h (B, N, d) of every position, and the condition outputs (B, L, d)."""
         c = self.config
-        if codes.shape[1:] != (c.num_positions, c.depth):
-            raise DrrError(f"codes of shape {tuple(codes.shape)}, the model expects "
-                           f"(B, {c.num_positions}, {c.depth})")
-        if cond.shape[1] != c.cond_length:
-            raise DrrError(f"condition of length {cond.shape[1]}, the model expects {c.cond_length}")
+        self.check_inputs(codes, cond)
         z = torch.where(mask[..., None], self.mask_emb.to(self.code_emb.dtype),
                         self.embed_stacks(codes.clamp(0, c.codebook_size - 1)))
         u = self.input_mlp(z) + self.pos_emb_hw
-        x = torch.cat([self.cond_emb(cond) + self.pos_emb_cond, u], dim=1)
+        x = torch.cat([self.condition_tokens(cond), u], dim=1)
         x = self.body_transformer(self.drop(x), attn_mask=self._spatial_mask(x.device))
         return x[:, c.cond_length:], x[:, :c.cond_length]
-
-    def depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Eq. 8-9 for M selected positions: h (M, d), codes (M, D') with D' < D given codes
-        (teacher forcing: pass all D to get every depth) -> logits (M, D'', K), D'' = min(D'+1, D)."""
-        c = self.config
-        steps = min(codes.shape[1] + 1, c.depth)
-        partial = F.embedding(codes[:, :steps - 1], self.code_emb).cumsum(1)  # sum_{d'<d} e(S_nd')
-        v = torch.cat([h[:, None], self.head_mlp(partial)], dim=1) + self.pos_emb_d[:, :steps]
-        return self.classifier(self.head_transformer(v, causal=True))
 
     def forward(self, codes: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor) -> dict:
         """Teacher-forced logits at the masked positions only (the depth transformer runs on those).
@@ -262,6 +349,15 @@ class ContextualRQTransformer(nn.Module):
         cond_logits = self.cond_classifier(hc) if self.cond_classifier is not None else None
         return {"logits": logits, "targets": targets, "batch_index": batch_index,
                 "position": position, "cond_logits": cond_logits}
+
+
+def build_transformer(config: TransformerConfig, code_embeddings: torch.Tensor | None = None
+                      ) -> RQTransformerBase:
+    """The model `config.kind` names: ContextualRQTransformer or ARRQTransformer."""
+    if config.kind == "ar":
+        from drr.transformer.ar import ARRQTransformer
+        return ARRQTransformer(config, code_embeddings)
+    return ContextualRQTransformer(config, code_embeddings)
 
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -306,7 +402,8 @@ def sample_masks(batch: int, n: int, generator: torch.Generator | None = None,
 
 
 def count_parameters(config: TransformerConfig) -> int:
-    """Trainable parameters, computed on the meta device (no weights allocated)."""
+    """Trainable parameters of the model `config.kind` names, computed on the meta device (no
+    weights allocated)."""
     with torch.device("meta"):
-        model = ContextualRQTransformer(config)
+        model = build_transformer(config)
     return sum(p.numel() for p in model.parameters())

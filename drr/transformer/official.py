@@ -1,0 +1,142 @@
+"""Import and export of autoregressive RQ-Transformer weights in the official checkpoint layout.
+
+The official RQ-Transformer checkpoints (github.com/kakaobrain/rq-vae-transformer; keys and shapes
+of the ImageNet 821M and 1.4B and the CC-3M 654M models in
+shared/reference/official-checkpoint-keys/*-rqtransformer-*.txt) are ``torch.save({'state_dict':
+...})`` files whose keys are those of drr's ``ARRQTransformer`` with two differences:
+
+* no ``code_emb``: the official model reads the RQ-VAE's codebook at run time; here it comes from
+  the drr tokenizer checkpoint the experiment names (its codebook of depth 0, shared by all depths);
+* ``cond_emb.weight`` has no null row (cond_vocab rows, not cond_vocab + 1): the official model
+  has no classifier-free guidance. On import the null row is zero and the model is marked
+  ``has_null_condition = False``; guided sampling refuses it.
+
+`load_official` checks a file against the config strictly (a missing, extra or mis-shaped key is
+a one-line DrrError naming the file and the key), like the RQ-VAE import in
+drr/tokenizer/official.py.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+
+from drr.errors import DrrError
+from drr.provenance import atomic_path
+from drr.transformer.model import TransformerConfig, build_transformer
+
+MAX_LISTED = 3  # mismatched keys named in an error message
+NOT_OFFICIAL = ("code_emb",)  # drr keys the official layout does not have
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+def _check_kind(config: TransformerConfig) -> None:
+    if config.kind != "ar":
+        raise DrrError(f"transformer.model.kind: the official RQ-Transformer layout is an 'ar' "
+                       f"model's, this config is {config.kind!r}")
+
+
+def official_state_dict(model) -> dict[str, torch.Tensor]:
+    """The AR model's weights in the official layout: without ``code_emb``, and ``cond_emb.weight``
+    without the null row (tensors detached, on the CPU; a meta-device model's stay meta)."""
+    _check_kind(model.config)
+    out = {}
+    for key, value in model.state_dict().items():
+        if key in NOT_OFFICIAL:
+            continue
+        if key == "cond_emb.weight":
+            value = value[:model.config.cond_vocab]
+        out[key] = value.detach() if value.is_meta else value.detach().cpu()
+    return out
+
+
+def official_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the official checkpoint of an AR model of this config (meta device)."""
+    _check_kind(config)
+    with torch.device("meta"):
+        model = build_transformer(config)
+    return {k: tuple(v.shape) for k, v in official_state_dict(model).items()}
+
+
+def save_official(model, path) -> None:
+    """Write ``{'state_dict': official_state_dict(model)}`` to `path` atomically."""
+    state_dict = {k: v.clone() for k, v in official_state_dict(model).items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state_dict}, tmp)
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint file (tensors on the CPU), or DrrError naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DrrError(f"{path}: checkpoint file not found") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: not a readable torch checkpoint ({first_line})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official "
+                       f"RQ-Transformer layout)")
+    state_dict = ckpt["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise DrrError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict of tensors")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise DrrError(f"{path}: key {key!r} is a {type(value).__name__}, not a tensor")
+    return state_dict
+
+
+def check_state_dict(state_dict: dict, expected: dict[str, tuple[int, ...]], path) -> None:
+    """Raise DrrError unless `state_dict` has exactly the keys and shapes of `expected`."""
+    problems = []
+    for key, want in expected.items():
+        if key not in state_dict:
+            problems.append(f"key '{key}' is missing (expected shape {tuple(want)})")
+        elif tuple(state_dict[key].shape) != tuple(want):
+            problems.append(f"key '{key}' has shape {_shape(state_dict[key])}, expected {tuple(want)}")
+    for key in state_dict:
+        if key not in expected:
+            problems.append(f"key '{key}' is unexpected for this transformer config")
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED])
+        more = f" (and {len(problems) - MAX_LISTED} more; {len(problems)} mismatched keys in all)" \
+            if len(problems) > MAX_LISTED else ""
+        raise DrrError(f"{path}: {listed}{more}")
+
+
+def load_official(path: str | os.PathLike, config: TransformerConfig,
+                  code_embeddings: torch.Tensor) -> torch.nn.Module:
+    """Load an official-layout RQ-Transformer checkpoint, strictly checked against `config` (kind
+    'ar'), with the tokenizer's codebook as code embeddings; eval mode, float32,
+    ``has_null_condition`` False.
+
+    Raises DrrError (naming the file and the key) on a missing key, an unexpected key or a shape
+    mismatch.
+    """
+    _check_kind(config)
+    state_dict = read_state_dict(path)
+    check_state_dict(state_dict, official_shapes(config), path)
+    k, nz = config.codebook_size, config.embed_dim
+    if code_embeddings.shape[0] < k or code_embeddings.shape[1] != nz:
+        raise DrrError(f"tokenizer codebook has shape {tuple(code_embeddings.shape)}, the "
+                       f"transformer expects at least ({k}, {nz})")
+    with torch.device("meta"):
+        model = build_transformer(config)  # no memory for the weights: they come from the file
+    # Adopt the file's tensors (as float32) instead of copying them into freshly allocated ones.
+    state_dict = {key: v if v.dtype == torch.float32 else v.float() for key, v in state_dict.items()}
+    cond = state_dict["cond_emb.weight"]
+    state_dict["cond_emb.weight"] = torch.cat([cond, cond.new_zeros(1, cond.shape[1])])  # null row
+    state_dict["code_emb"] = code_embeddings[:k].detach().to("cpu", torch.float32).clone()
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_meta:  # cannot happen with strict loading; a guard against silent garbage
+            raise DrrError(f"{path}: key '{name}' was not loaded")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.has_null_condition = False
+    return model.eval()

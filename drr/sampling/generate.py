@@ -1,5 +1,7 @@
-"""Generate samples with Draft-and-Revise (paper §3.3, Algorithm 2) in resumable shards, then merge
-them into one ``samples.npz`` in the ADM evaluator's format.
+"""Generate samples with Draft-and-Revise (paper §3.3, Algorithm 2), or in raster order for an
+autoregressive RQ-Transformer (`transformer.model.kind: ar`, settings `sampling.ar`,
+drr/sampling/ar.py), in resumable shards, then merge them into one ``samples.npz`` in the ADM
+evaluator's format.
 
     python -m drr.sampling.generate --config configs/experiments/tiny.yaml [--config ablation.yaml] \
         [--set generation.num_samples=100] \
@@ -170,7 +172,8 @@ def write_npz(path: Path, **arrays) -> None:
 
 def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: torch.device,
                precision: str, progress) -> None:
-    from drr.sampling.decode import draft_and_revise, sample_seeds
+    from drr.sampling.ar import sample_codes
+    from drr.sampling.decode import sample_seeds
     from drr.sampling.images import autocast, decode_images, sync
 
     gen = cfg["generation"]
@@ -185,7 +188,7 @@ def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: to
         cond = conds(idx).to(device)
         seeds = sample_seeds(cfg["seed"], idx)
         with autocast(device, precision):
-            codes, draft = draft_and_revise(model, cond, settings, seeds, return_draft=True)
+            codes, draft = sample_codes(model, cond, settings, seeds)  # draft: None for AR
         images.append(decode_images(tok, codes, (h, w, d)))
         if save_drafts:
             drafts.append(decode_images(tok, draft, (h, w, d)))
@@ -330,7 +333,7 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
     Returns the samples.npz path after a merge, else None."""
     from drr.config import save_config
     from drr.progress import Progress
-    from drr.sampling.decode import DecodeSettings
+    from drr.sampling.ar import check_generation, check_positions, sampling_settings
     from drr.sampling.images import Conditions, autocast, load_models, pick_device
 
     out = Path(out)
@@ -343,10 +346,11 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
         raise DrrError("--shard and --merge-only exclude each other")
     dev = pick_device(device)
     autocast(dev, precision)  # validates the precision name
-    settings = DecodeSettings.from_config(cfg["sampling"])
+    settings = sampling_settings(cfg)  # DecodeSettings, or ARSettings for kind ar
+    check_generation(cfg)
     models = load_models(tokenizer, transformer, dev if not merge_only else torch.device("cpu"),
                          cfg)
-    settings.check_positions(models.transformer.config.num_positions)
+    check_positions(settings, models.transformer.config.num_positions)
     conds = Conditions(cfg, text_tokenizer, captions)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

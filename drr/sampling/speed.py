@@ -20,6 +20,10 @@ the device is synchronised after each batch; on CPU with time.perf_counter. The 
 includes drawing its partition and uniforms (as in real sampling), the decode time the whole
 tokenizer decode to uint8 images (drr.sampling.images.decode_images, in fp32).
 
+An autoregressive model (`transformer.model.kind: ar`) is timed the same way with two phases: its
+raster-order sampling (``sample_raster``, settings `sampling.ar`; key ``s_per_sample_ar``, the
+draft and revise keys are null) and the decode. ``model_kind`` says which.
+
 Writes the JSON atomically: s/sample per phase and in total, samples/s, the raw per-batch times,
 batch size, number of batches, decode settings, precision, device name, torch/CUDA versions,
 peak CUDA memory, and the provenance record.
@@ -39,6 +43,7 @@ from drr.cli import config_parser, resolve
 from drr.errors import user_errors
 
 PHASES = ("draft", "revise", "decode")
+AR_PHASES = ("ar", "decode")  # an autoregressive model: raster-order sampling, then the decode
 
 
 class _Clock:
@@ -101,21 +106,24 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str = "fp3
     """Time `generation.speed_batches` batches after one warm-up batch; return the record."""
     from drr.progress import Progress
     from drr.provenance import provenance
-    from drr.sampling.decode import DecodeSettings, sample_seeds
+    from drr.sampling.ar import ARSettings, check_positions, sample_raster, sampling_settings
+    from drr.sampling.decode import sample_seeds
     from drr.sampling.generate import device_name
     from drr.sampling.images import Conditions, autocast, decode_images, load_models, pick_device
 
     dev = pick_device(device)
     autocast(dev, precision)
-    settings = DecodeSettings.from_config(cfg["sampling"])
+    settings = sampling_settings(cfg)  # DecodeSettings, or ARSettings for kind ar
     if models is None:
         models = load_models(tokenizer, transformer, dev, cfg)
-    settings.check_positions(models.transformer.config.num_positions)
+    check_positions(settings, models.transformer.config.num_positions)
+    ar = isinstance(settings, ARSettings)
+    phases = AR_PHASES if ar else PHASES
     conds = Conditions(cfg, text_tokenizer, captions)
     bs, batches = cfg["generation"]["batch_size"], cfg["generation"]["speed_batches"]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times = {p: [] for p in PHASES}
+    times = {p: [] for p in phases}
     progress = Progress(batches + 1, "speed", unit="batch")
     for k in range(batches + 1):  # batch 0: warm-up
         idx = np.arange(k * bs, (k + 1) * bs)
@@ -126,21 +134,27 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str = "fp3
             torch.cuda.synchronize(dev)
         clock.mark()
         with autocast(dev, precision):
-            codes, _ = phased_draft_and_revise(models.transformer, cond, settings, seeds, clock)
+            if ar:
+                codes = sample_raster(models.transformer, cond, settings, seeds)
+                clock.mark()
+            else:
+                codes, _ = phased_draft_and_revise(models.transformer, cond, settings, seeds, clock)
         decode_images(models.tokenizer, codes, models.code_shape)
         clock.mark()
         if k > 0:
-            for p, t in zip(PHASES, clock.intervals()):
+            for p, t in zip(phases, clock.intervals()):
                 times[p].append(t)
         progress.update(1)
     n = batches * bs
-    per_sample = {p: sum(times[p]) / n for p in PHASES}
+    per_sample = {p: sum(times[p]) / n for p in phases}
     total = sum(per_sample.values())
     tc = models.transformer.config
     return {
+        "model_kind": tc.kind,
         "s_per_sample": total,
-        "s_per_sample_draft": per_sample["draft"],
-        "s_per_sample_revise": per_sample["revise"],
+        "s_per_sample_draft": per_sample.get("draft"),
+        "s_per_sample_revise": per_sample.get("revise"),
+        "s_per_sample_ar": per_sample.get("ar"),
         "s_per_sample_decode": per_sample["decode"],
         "samples_per_s": 1.0 / total if total > 0 else None,
         "batch_seconds": times,
@@ -181,9 +195,12 @@ def main(argv=None) -> None:
         rec = measure(cfg, args.tokenizer, args.transformer, args.precision, args.device,
                       args.text_tokenizer, args.captions)
         write_json(args.json, rec)
-        print(f"{rec['s_per_sample']:.4g} s/sample (draft {rec['s_per_sample_draft']:.4g}, revise "
-              f"{rec['s_per_sample_revise']:.4g}, decode {rec['s_per_sample_decode']:.4g}) at batch "
-              f"{rec['batch_size']} on {rec['device']}; wrote {args.json}", file=sys.stderr)
+        split = (f"raster-order sampling {rec['s_per_sample_ar']:.4g}" if rec["model_kind"] == "ar"
+                 else f"draft {rec['s_per_sample_draft']:.4g}, revise "
+                      f"{rec['s_per_sample_revise']:.4g}")
+        print(f"{rec['s_per_sample']:.4g} s/sample ({split}, decode "
+              f"{rec['s_per_sample_decode']:.4g}) at batch {rec['batch_size']} on {rec['device']}; "
+              f"wrote {args.json}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Train a Contextual RQ-Transformer on a code map (paper §3.2.3, App. A.3).
+"""Train a Contextual RQ-Transformer (paper §3.2.3, App. A.3), or the autoregressive RQ-Transformer
+baseline (`transformer.model.kind: ar`, drr/transformer/ar.py), on a code map.
 
     python -m drr.transformer.train --config configs/experiments/tiny.yaml \
         --tokenizer results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt \
@@ -16,7 +17,9 @@ when the job is told it will stop, and a new run, or a requeued SLURM job, start
 Each step: a global batch of code maps (a pure function of seed and step, `drr.training`), masks
 from eq. 10 and condition dropout drawn for the whole global batch from a generator seeded by
 (seed, step), so W processes each taking every W-th row compute exactly the one-process step; the
-loss is eq. 11, the NLL summed over the masked code stacks and divided by the global count.
+loss is eq. 11, the NLL summed over the masked code stacks and divided by the global count. For
+kind 'ar' every position is scored (no masks are drawn): the loss is the next-code NLL over all
+positions and depths, the same sum over the global count.
 
 Writes next to --out: config.yaml, metrics.jsonl (loss, lr, tokens/s, ...), train-state.pt; --out
 (the model, kind 'drr-transformer') only when training ends.
@@ -46,6 +49,15 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1, step]).generate_state(1)[0]))
 
 
+def score_positions(kind: str, batch: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, N) bool positions whose codes a step scores: eq.-10 masks for the contextual model,
+    every position for the AR model (its input is never masked)."""
+    from drr.transformer.model import sample_masks
+    if kind == "ar":
+        return torch.ones(batch, n, dtype=torch.bool)
+    return sample_masks(batch, n, generator)
+
+
 def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndarray:
     """(N_rows, L_cond) int64 conditions of every row: labels, caption token ids, or zeros."""
     cond = cfg["transformer"]["model"]["cond"]
@@ -70,8 +82,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     from drr.codes.store import open_code_map
     from drr.tokenizer.io import load_tokenizer
     from drr.transformer.io import save_transformer
-    from drr.transformer.model import (ContextualRQTransformer, TransformerConfig, masked_nll,
-                                       sample_masks, text_nll, text_targets)
+    from drr.transformer.model import (TransformerConfig, build_transformer, masked_nll,
+                                       text_nll, text_targets)
 
     rank, world, device, run_dir = start_run(cfg, "transformer", out)
     main = rank == 0
@@ -82,7 +94,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
                              codebook_size=mcfg.codebook_size)
     all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
     all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
-    model = ContextualRQTransformer(mcfg, tok_model.quantizer.codebook_weights(0)).to(device)
+    model = build_transformer(mcfg, tok_model.quantizer.codebook_weights(0)).to(device)
     del tok_model
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_emb" not in n]
@@ -125,7 +137,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     while step < tcfg["steps"]:
         idx = batch_indices(len(code_map), b, step, cfg["seed"])  # the global batch
         gen = step_generator(cfg["seed"], step)
-        mask = sample_masks(b, n, gen)
+        mask = score_positions(mcfg.kind, b, n, gen)
         cond, dropped = model.drop_condition(all_cond[idx], tcfg["cond_dropout"], gen)
         n_masked = int(mask.sum())
         share = slice(rank, None, world)
@@ -176,15 +188,15 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
 
 def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
                  batch_size: int = 256) -> float:
-    """Mean masked NLL (eq. 11) on held-out code maps with eq.-10 masks; nats per code."""
-    from drr.transformer.model import sample_masks
+    """Mean NLL on held-out code maps, nats per code: of the masked codes under eq.-10 masks (eq. 11)
+    for the contextual model, of every code given the earlier ones for the AR model."""
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
         for i in range(0, len(codes), batch_size):
             c = codes[i:i + batch_size]
-            mask = sample_masks(len(c), c.shape[1], gen)
+            mask = score_positions(model.config.kind, len(c), c.shape[1], gen).to(c.device)
             out = model(c, mask, cond[i:i + batch_size])
             total += F.cross_entropy(out["logits"].float().flatten(0, 1), out["targets"].flatten(),
                                      reduction="sum").item()

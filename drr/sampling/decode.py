@@ -305,13 +305,15 @@ def update(model, codes: torch.Tensor, cond: torch.Tensor, parts: torch.Tensor,
 @torch.inference_mode()
 def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds: torch.Tensor,
                      region: torch.Tensor | None = None, init_codes: torch.Tensor | None = None,
-                     return_draft: bool = False
+                     return_draft: bool = False, on_pass=None
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 2. cond (B, L) on the model's device; seeds (B,) per-sample seeds (see
     ``sample_seeds``). Inpainting: init_codes (B, N, D) and region (B, N) bool (True = generate);
     only the region is partitioned and changed. Puts the model in eval mode.
 
-    Returns the codes (B, N, D) int64, and the draft too when return_draft.
+    Returns the codes (B, N, D) int64, and the draft too when return_draft. ``on_pass(m, codes)``,
+    when given, sees the codes after the draft (m = 0) and after each revise pass m = 1..M (the
+    draft-to-revised progressions of paper Figure 5).
     """
     model.eval()
     c = model.config
@@ -340,7 +342,11 @@ def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds:
     codes = update(model, codes, cond, partition(settings.t_draft), settings.draft, generators,
                    settings.strategy, known)
     draft = codes
-    for _ in range(settings.revise_iterations):
+    if on_pass is not None:
+        on_pass(0, codes)
+    for m in range(1, settings.revise_iterations + 1):
         codes = update(model, codes, cond, partition(settings.t_revise), settings.revise,
                        generators)
+        if on_pass is not None:
+            on_pass(m, codes)
     return (codes, draft) if return_draft else codes

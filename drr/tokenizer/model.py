@@ -51,7 +51,7 @@ class RQVAEConfig:
         if self.code_shape[0] != self.code_shape[1]:
             raise DrrError(f"{where}.code_shape: code maps must be square (H == W), got {self.code_shape}")
         for width in [self.ch] + [self.ch * m for m in self.ch_mult]:
-            if width % 32:
+            if width <= 0 or width % min(32, width):
                 raise DrrError(f"{where}.ch: a level with {width} channels cannot be split into 32 "
                                f"GroupNorm groups (ch {self.ch}, ch_mult {self.ch_mult})")
 

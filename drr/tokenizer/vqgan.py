@@ -28,9 +28,15 @@ from torch import nn
 # Building blocks
 # --------------------------------------------------------------------------------------------------
 
+def norm_groups(channels: int) -> int:
+    """32 GroupNorm groups, as in VQGAN; a level narrower than 32 channels (only tiny CPU configs have
+    one) gets one group per channel."""
+    return min(32, channels)
+
+
 def Normalize(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups and eps 1e-6, as in VQGAN."""
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+    """GroupNorm with eps 1e-6, as in VQGAN (groups: `norm_groups`)."""
+    return nn.GroupNorm(num_groups=norm_groups(channels), num_channels=channels, eps=1e-6, affine=True)
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:

@@ -376,3 +376,15 @@ def test_import_cli_makes_a_drr_checkpoint_that_samples_without_guidance(trained
                      "--set", f"transformer.checkpoint={official}", "--tokenizer",
                      str(trained["tok"]), "--out", str(tmp_path / "x.pt")])
     assert e.value.code == 2
+
+
+def test_training_cli_refuses_a_config_that_imports_the_transformer(tmp_path, capsys):
+    from drr.transformer import train as train_mod
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--config", str(REPO / "configs/experiments/tiny.yaml"),
+                        "--set", "transformer.model.kind=ar",
+                        "--set", "transformer.checkpoint=official.pt",
+                        "--tokenizer", "t.pt", "--codes", "c", "--out", str(tmp_path / "o.pt")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'transformer.checkpoint'" in err[0] and "import_official" in err[0]

@@ -251,6 +251,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
+        if cfg["transformer"]["checkpoint"] is not None:
+            raise DrrError(f"{args.config[-1]}: key 'transformer.checkpoint' is set, so this "
+                           "transformer is imported, not trained: use python -m "
+                           "drr.transformer.import_official")
         job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.text_tokenizer)
         launch(job, cfg["transformer"]["launch"], args.out.parent / "submitit",
                name=f"drr-train-{args.out.parent.name}")

@@ -12,7 +12,7 @@ CORES  ?= 2
 
 .PHONY: setup demo test lock clean-results
 
-setup: $(VENV)/.installed fashion-mnist
+setup: $(VENV)/.installed fashion-mnist slurm-packages
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,20 @@ fashion-mnist:
 	   (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) && \
 	  echo "installed Debian package dataset-fashion-mnist"; \
 	else echo "note: dataset-fashion-mnist not installed; the workflow will download Fashion-MNIST"; fi
+
+# The SLURM tests (tests/test_slurm.py) start a private single-node cluster from Debian's packages;
+# as root with apt they are installed here, otherwise those tests skip. The tests never use the
+# system services the packages install (on this machine type policy-rc.d keeps them stopped).
+SLURM_PACKAGES := munge slurmctld slurmd slurm-client slurmdbd mariadb-server
+.PHONY: slurm-packages
+slurm-packages:
+	@if command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  (apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null)) && \
+	  echo "installed Debian packages $(SLURM_PACKAGES)"; \
+	else echo "note: SLURM packages not installed (needs root and apt); tests/test_slurm.py will skip"; fi
 
 demo: setup
 	$(VENV)/bin/snakemake --cores $(CORES)

@@ -6,8 +6,8 @@ order. Against drr/transformer/model.py the differences are exactly three:
 
 1. Input shift: with positions 0..N-1, the spatial transformer reads [condition tokens, u_0, ...,
    u_{N-2}] (the last stack is never read), so the output at the last condition token is the
-   context h_0 of stack 0 and the output at stack n is h_{n+1}. There is no [MASK] embedding: every input stack is a
-   real one.
+   context h_0 of stack 0 and the output at stack n is h_{n+1}. There is no [MASK] embedding:
+   every input stack is a real one.
 2. Attention mask: the spatial transformer is causal over the whole sequence (condition tokens
    included), where the contextual one is bidirectional.
 3. Sampler: one position after another in raster order with a key/value cache (``begin`` /

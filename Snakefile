@@ -2,7 +2,8 @@
 # Wiring only: configuration and validation in workflow/rules/common.smk, one .smk per stage.
 #
 #   snakemake --cores 2                       # the embedded default (suite tiny), everything
-#   snakemake --profile slurm --config suite=paper reports/...   # paper scale on SLURM
+#   snakemake --cores 2 reports/table1.md     # one report and only what it needs
+#   snakemake --profile slurm --config suite=paper reports/table1.md   # paper scale on SLURM
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -11,15 +12,21 @@ min_version("9.0")
 configfile: "configs/workflow.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/functions.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
 include: "workflow/rules/transformer.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/reports.smk"
 
 
 rule all:
     input:
         all_targets(),
+        "reports/index.md",
     default_target: True

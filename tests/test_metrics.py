@@ -524,3 +524,44 @@ def test_score_cli_writes_parquet_and_jsonl_with_schema(tmp_path, monkeypatch):
                         "--samples", str(tmp_path / "s.npz"), "--reference", str(tmp_path / "ref.npz"),
                         "--out", str(tmp_path / "x.json")])
     assert e.value.code == 2 and not (tmp_path / "x.json").exists()
+
+
+def test_features_of_equal_pixels_are_computed_once(tmp_path):
+    write_fmnist(tmp_path / "fm", 40, seed=0)
+    cfg = tiny_cfg(tmp_path, reference_images=40, pr_reference_size=40)
+    stub = Stub()
+    build_reference(cfg, tmp_path / "ref.npz", extractor=stub, cache_dir=None, workers=0,
+                    dataset_kwargs={"verify": False})
+    a = samples_npz(tmp_path / "a.npz", 16, seed=1, drafts=True)
+    b = tmp_path / "b.npz"  # same drafts, other final images: an ablation cell of the revise phase
+    with np.load(a) as z:
+        np.savez(b, arr_0=z["arr_0"][::-1].copy(), drafts=z["drafts"], labels=z["labels"])
+    cache = tmp_path / "features"
+    stub.calls = 0
+    rows_a = score(cfg, a, tmp_path / "ref.npz", ["all"], extractor=stub, features_cache=cache)
+    assert stub.calls == 32
+    rows_b = score(cfg, b, tmp_path / "ref.npz", ["all"], extractor=stub, features_cache=cache)
+    assert stub.calls == 32 + 16                          # b's drafts came from the cache
+    assert rows_b[1]["fid"] == rows_a[1]["fid"]           # and score exactly as computed
+    plain = score(cfg, b, tmp_path / "ref.npz", ["all"], extractor=Stub())
+    assert [r["fid"] for r in plain] == [r["fid"] for r in rows_b]
+    # a damaged entry is recomputed, not trusted
+    for entry in cache.glob("*.npz"):
+        entry.write_bytes(b"not an npz")
+    again = score(cfg, a, tmp_path / "ref.npz", ["all"], extractor=stub, features_cache=cache)
+    assert [r["fid"] for r in again] == [r["fid"] for r in rows_a]
+
+
+def test_reference_images_are_spread_over_the_split(tmp_path):
+    from drr.data import build_dataset
+    from drr.metrics.reference import SpacedSubset, pr_indices
+
+    write_fmnist(tmp_path / "fm", 40, seed=0)
+    cfg = tiny_cfg(tmp_path, reference_images=10, pr_reference_size=10)
+    ds = build_dataset(cfg["data"], "train", verify=False)
+    sub = SpacedSubset(ds, 10)
+    assert sub.indices.tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36] == pr_indices(40, 10).tolist()
+    assert np.array_equal(sub[3]["image"].numpy(), ds[12]["image"].numpy())
+    meta = build_reference(cfg, tmp_path / "ref.npz", extractor=Stub(), cache_dir=None, workers=0,
+                           dataset_kwargs={"verify": False})
+    assert meta["n_images"] == 10 and "floor(i * T / N)" in meta["material"]["images"]["selection"]

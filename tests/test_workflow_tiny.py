@@ -1,5 +1,6 @@
 """The tiny workflow end to end in a temporary folder: tokenizer, report, code maps, transformer
-and its report are built, and a second run has nothing to do."""
+and its report, samples, metrics and every report of suite tiny (tables, figures, pictures) are
+built; a second run has nothing to do; changing one ablation value plans only that cell."""
 
 import json
 import os
@@ -38,6 +39,7 @@ transformer:
     log_every: 5
 generation:
   num_samples: 40
+  ablation_samples: 12
   batch_size: 20
   shard_size: 20
   grid_samples: 16
@@ -118,9 +120,40 @@ def test_tiny_workflow_builds_everything(workdir):
     assert revised[0]["fid"] > 0 and 0 <= revised[0]["precision"] <= 1
     assert (revised[0]["is_mean"] is not None) or revised[0]["is_note"].startswith("n/a")
 
+    # the reports: tables parse and hold computed numbers; figures are pictures
+    table1 = (workdir / "reports/table1.md").read_text()
+    assert "Small-scale run" in table1
+    ours = [line for line in table1.splitlines() if line.startswith("| ours: `tiny`")]
+    assert len(ours) == 1
+    cells = [c.strip() for c in ours[0].strip("|").split("|")]
+    assert float(cells[3]) == pytest.approx(revised[0]["fid"], abs=0.006)  # FID ours, as computed
+    assert cells[-3] == "40"                                                   # samples
+    table3 = (workdir / "reports/table3.md").read_text()
+    assert "`tiny/guidance=none`" in table3 and "`tiny/guidance=both`" in table3
+    for name in ("fig4a", "fig4b", "fig4c"):
+        assert (workdir / f"reports/{name}.png").stat().st_size > 10_000
+        assert (workdir / f"reports/{name}.pdf").is_file()
+    assert (workdir / "reports/fig5.png").stat().st_size > 10_000
+    assert (workdir / "reports/figures/tiny/classes.png").is_file()
+    index = (workdir / "reports/index.md").read_text()
+    assert "(table1.md)" in index and "figA1: not made in this suite" in index
+    # drafts of cells that differ only after the draft phase are put through Inception once
+    assert len(list((workdir / "results/cache/features").glob("*.npz"))) < 2 * 20
+
     again = snakemake(workdir, "--dry-run")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # one new T_draft value: only its cell (samples, metrics) and Figure 4(a) are planned
+    studies = workdir / "configs/studies.yaml"
+    studies.write_text(studies.read_text().replace("cells: [{t_draft: [4, 8, 16, 32, 64]}]",
+                                                   "cells: [{t_draft: [2, 8, 16, 32, 64]}]"))
+    plan = snakemake(workdir, "--dry-run", "--quiet", "rules", "reports/fig4a.png")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in plan.stdout.splitlines())
+              if len(p) == 2 and p[1].isdigit()}
+    assert counts == {"generate_shard": 1, "merge_samples": 1, "compute_metrics": 1,
+                      "report_figure": 1, "total": 4}, plan.stdout
 
 
 @pytest.mark.slow

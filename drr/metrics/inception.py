@@ -210,7 +210,9 @@ class InceptionFeatures:
 
     def __init__(self, net, *, network: str, weights_path, weights_sha256: str, device=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.net = net.to(self.device).eval()
+        # channels_last: ~1.4x faster convolutions on CPU (measured on 2 cores), the same features
+        # to float rounding (max |diff| 5e-6 on pool features of magnitude 4)
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.network = network                       # torch-fidelity | fid-helper
         self.weights_path = str(weights_path)
         self.weights_sha256 = weights_sha256         # of the file read

@@ -3,9 +3,11 @@
     python -m drr.metrics.reference --config configs/experiments/tiny.yaml --out REF.npz \
         [--import ADM_REF.npz] [--cache-dir results/cache/reference] [--device cuda] [--workers N]
 
-Computed (default): the first ``metrics.reference_images`` images (null: all) of the split
+Computed (default): ``metrics.reference_images`` images (null: all) of the split
 ``metrics.reference_split`` of the config's dataset (``data`` section, same preprocessing and
-resolution as training), through the configured Inception (drr.metrics.inception). Written:
+resolution as training), evenly spaced over the split (index floor(i T / N) of its T images, so
+class-sorted folders such as ImageNet's give every class its share), through the configured
+Inception (drr.metrics.inception). Written:
 
     mu        float64 (2048,)       mean of the pool features of all N reference images (FID)
     sigma     float64 (2048, 2048)  their covariance (N - 1)
@@ -63,6 +65,7 @@ from drr.provenance import atomic_path, provenance, sha256_file
 FORMAT = "drr-reference/1"
 CONTENT_SAMPLE = 32   # images whose pixels enter the cache key
 DEFAULT_CACHE = "results/cache/reference"
+REFERENCE_SELECTION = "metrics.reference_images of the split's T images, index floor(i * T / N)"
 PR_SELECTION = "evenly spaced over the reference list: index floor(i * N / M), i = 0..M-1"
 
 
@@ -77,6 +80,26 @@ def _sha(obj) -> str:
 def pr_indices(n: int, m: int) -> np.ndarray:
     """M of N indices, evenly spaced (class-stratified for class-sorted folders)."""
     return (np.arange(m, dtype=np.int64) * n) // m
+
+
+class SpacedSubset(torch.utils.data.Dataset):
+    """N of a dataset's T items, evenly spaced (`pr_indices`), keeping its identifiers
+    (``files``/``keys``), ``source`` and ``preprocessing`` for the key material."""
+
+    def __init__(self, ds, n: int):
+        self.ds, self.indices = ds, pr_indices(len(ds), n)
+        self.source = getattr(ds, "source", "")
+        self.preprocessing = getattr(ds, "preprocessing", None)
+        for attr in ("files", "keys"):
+            seq = getattr(ds, attr, None)
+            if seq is not None and not callable(seq) and len(seq) == len(ds):
+                setattr(self, attr, [seq[int(i)] for i in self.indices])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.ds[int(self.indices[i])]
 
 
 def default_workers() -> int:
@@ -108,6 +131,7 @@ def images_material(ds, n: int, data_cfg: dict, split: str) -> dict:
         h.update(str(i).encode())
         h.update(ds[i]["image"].numpy().tobytes())
     return {"dataset": data_cfg.get("name"), "split": split, "resolution": int(data_cfg["resolution"]),
+            "selection": REFERENCE_SELECTION,
             "preprocessing": getattr(ds, "preprocessing", None), "num_images": n,
             "identifiers": kind, "list_sha256": _sha(ids), "content_sample": len(sample),
             "content_sample_sha256": h.hexdigest()}
@@ -259,6 +283,8 @@ def reference_request(cfg: dict, extractor, dataset_kwargs: dict | None = None):
             raise DrrError(f"metrics.reference_images: {m['reference_images']} requested but split "
                            f"'{split}' of {cfg['data']['name']} has {n} images")
         n = m["reference_images"]
+        if n < len(ds):
+            ds = SpacedSubset(ds, n)
     if n < 2:
         raise DrrError(f"metrics.reference_split: split '{split}' has {n} image(s); statistics need 2")
     mm = min(m["pr_reference_size"], n)

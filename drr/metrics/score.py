@@ -4,7 +4,8 @@
         [--set metrics.min_samples=50000] \
         --samples results/samples/tiny/samples.npz --reference results/reference/tiny.npz \
         --out results/metrics/tiny/base.parquet \
-        [--phase revised|draft|all] [--experiment NAME] [--variant NAME] [--device cuda|cpu]
+        [--phase revised|draft|all] [--experiment NAME] [--variant NAME] [--device cuda|cpu] \
+        [--features-cache results/cache/features]
 
 One row per phase: ``revised`` scores ``arr_0`` (the final samples), ``draft`` scores ``drafts``
 (the draft-phase images, present when generation.save_drafts was on), ``all`` every phase the file
@@ -192,8 +193,55 @@ def extract_samples(images: NpzImages, extractor, batch_size: int, clip=None, ca
             np.concatenate(cos) if cos else None)
 
 
+def features_key(images: NpzImages, extractor, clip=None, captions=None) -> str:
+    """sha256 of what the features of a sample set depend on: the extractor id, the images' pixels
+    and shape, and (when CLIP cosines are computed) the CLIP id and the captions."""
+    import hashlib
+
+    h = hashlib.sha256(f"{extractor.id}|{tuple(images.shape)}".encode())
+    for batch in images.batches(4096):
+        h.update(batch.numpy().tobytes())
+    if clip is not None and captions is not None:
+        h.update(f"|{clip.id}|".encode())
+        h.update(json.dumps([str(c) for c in captions]).encode())
+    return h.hexdigest()
+
+
+def cached_features(images: NpzImages, extractor, batch_size: int, clip, captions, desc: str,
+                    cache_dir=None):
+    """`extract_samples`, through a content-addressed cache when `cache_dir` is given: sample sets
+    with the same pixels (the drafts of ablation cells that differ only in the revise phase, or one
+    config reached under two cell names) are put through the networks once."""
+    if cache_dir is None:
+        return extract_samples(images, extractor, batch_size, clip, captions, desc)
+    key = features_key(images, extractor, clip, captions)
+    entry = Path(cache_dir) / f"{key[:32]}.npz"
+    if entry.is_file():
+        try:
+            with np.load(entry) as z:
+                pool = z["pool"]
+                logits = z["logits"] if "logits" in z.files else None
+                cos = z["cos"] if "cos" in z.files else None
+            if len(pool) == len(images):
+                log(f"{desc}: features from cache {entry}")
+                return pool, logits, cos
+        except Exception:  # a damaged entry is recomputed and replaced
+            pass
+    pool, logits, cos = extract_samples(images, extractor, batch_size, clip, captions, desc)
+    arrays = {"pool": pool}
+    if logits is not None:
+        arrays["logits"] = logits
+    if cos is not None:
+        arrays["cos"] = cos
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(entry) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return pool, logits, cos
+
+
 def score_phase(cfg: dict, samples: Path, phase: str, ref, extractor, clip, clip_reason,
-                batch_size: int) -> dict:
+                batch_size: int, cache_dir=None) -> dict:
     m = cfg["metrics"]
     key = PHASE_KEYS[phase]
     images = NpzImages(samples, key)
@@ -202,8 +250,8 @@ def score_phase(cfg: dict, samples: Path, phase: str, ref, extractor, clip, clip
     captions = read_captions(samples, n)
     t0 = time.monotonic()
     use_clip = clip if captions is not None else None
-    pool, logits, cos = extract_samples(images, extractor, batch_size, use_clip, captions,
-                                        desc=f"score {samples.parent.name}/{phase}")
+    pool, logits, cos = cached_features(images, extractor, batch_size, use_clip, captions,
+                                        f"score {samples.parent.name}/{phase}", cache_dir)
     extract_s = time.monotonic() - t0
     row = {"phase": phase, "sample_key": key, "n_samples": n, "min_samples": m["min_samples"]}
 
@@ -238,8 +286,10 @@ def score_phase(cfg: dict, samples: Path, phase: str, ref, extractor, clip, clip
 
 
 def score(cfg: dict, samples, reference, phases=("revised",), experiment: str = "experiment",
-          variant: str = "base", *, extractor=None, clip=_AUTO, device=None) -> list[dict]:
-    """Rows for each phase of `samples` scored against `reference` (paths)."""
+          variant: str = "base", *, extractor=None, clip=_AUTO, device=None,
+          features_cache=None) -> list[dict]:
+    """Rows for each phase of `samples` scored against `reference` (paths); features are cached
+    by content under `features_cache` when given (see `cached_features`)."""
     from drr.metrics.reference import read_reference
 
     samples = Path(samples)
@@ -289,7 +339,8 @@ def score(cfg: dict, samples, reference, phases=("revised",), experiment: str = 
     }
     rows = []
     for p in phases:
-        row = score_phase(cfg, samples, p, ref, extractor, clip, clip_reason, cfg["metrics"]["batch_size"])
+        row = score_phase(cfg, samples, p, ref, extractor, clip, clip_reason, cfg["metrics"]["batch_size"],
+                          features_cache)
         row.update(common)
         row["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         row = {name: row.get(name) for name, _, _ in ROW_FIELDS}  # every column, in schema order
@@ -329,6 +380,9 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", help="experiment name in the rows")
     p.add_argument("--variant", help="variant name in the rows")
     p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--features-cache", type=Path,
+                   help="folder of features cached by content (sample sets with the same pixels "
+                        "are put through the networks once); default: no cache")
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
@@ -337,7 +391,7 @@ def main(argv=None) -> None:
         if "all" in phases:
             phases = ["all"]
         rows = score(cfg, args.samples, args.reference, phases, args.experiment or exp,
-                     args.variant or var, device=args.device)
+                     args.variant or var, device=args.device, features_cache=args.features_cache)
         write_rows(rows, args.out)
         log(f"wrote {args.out} ({len(rows)} row{'s' * (len(rows) != 1)})")
 

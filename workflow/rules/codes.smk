@@ -12,9 +12,12 @@ rule encode_codes:
     benchmark:
         "results/codes/{tokenizer}/{dataset}/{split}.benchmark.tsv"
     params:
+        py=PY,
         config=tokenizer_config,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.codes.encode --config {params.config} --tokenizer {input.tokenizer}"
+        "{params.py} -m drr.codes.encode --config {params.config} --tokenizer {input.tokenizer}"
         " --split {wildcards.split} --out {output} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Configuration: the workflow config (configs/workflow.yaml) names the suite of experiments; each
 # experiment is resolved by drr.config (configs/base.yaml + configs/experiments/<name>.yaml, keys
-# checked, errors naming file and key) and validated here against the same JSON schema.
+# checked, errors naming file and key) and validated here against the same JSON schema. Variants
+# (ablation cells such as t_draft=16, or override files) are named and resolved by drr.studies.
 import os
 import sys
 
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import drr.config
+import drr.studies
 from drr.errors import DrrError
 
 validate(config, "../schemas/workflow.schema.yaml")
@@ -18,7 +20,16 @@ PY = sys.executable
 if config["suite"] not in config["suites"]:
     raise WorkflowError(f"configs/workflow.yaml: key 'suite' is {config['suite']!r}, "
                         f"not one of {sorted(config['suites'])}")
-SUITE = config["suites"][config["suite"]]
+SUITE_SPEC = config["suites"][config["suite"]]
+SUITE = SUITE_SPEC["experiments"]
+for _role in drr.studies.ROLES:
+    if SUITE_SPEC[_role] is not None and SUITE_SPEC[_role] not in SUITE:
+        raise WorkflowError(f"configs/workflow.yaml: suites.{config['suite']}.{_role} is "
+                            f"{SUITE_SPEC[_role]!r}, which is not one of its experiments")
+try:
+    STUDIES = drr.studies.Studies(workflow.basedir)
+except DrrError as e:
+    raise WorkflowError(str(e))
 
 
 def experiment_file(name):
@@ -98,11 +109,12 @@ def text_tokenizer_path(cfg):
     return f"results/text/{cfg['tokenizer']['name']}/bpe.json"
 
 
-# Variants of an experiment: "default", or the name of an ablation override file
-# configs/ablations/<variant>.yaml (sampling and generation keys) applied on top of it.
+# Variants of an experiment: "default"; an ablation cell "t_draft=16", "t_draft=8,strategy=top-c"
+# or "base" (configs/studies.yaml); or the name of an override file configs/ablations/<variant>.yaml
+# (sampling, generation and metrics keys) applied on top of it. See drr/studies.py.
 def variant_files(experiment, variant):
     files = [experiment_file(experiment)]
-    if variant != "default":
+    if variant != "default" and not STUDIES.is_cell(variant):
         files.append(f"configs/ablations/{variant}.yaml")
     return files
 
@@ -116,7 +128,7 @@ def resolved(experiment, variant="default"):
     key = (experiment, variant)
     if key not in _RESOLVED:
         try:
-            cfg = drr.config.load_config(*variant_files(experiment, variant))
+            cfg = STUDIES.config(experiment, variant)
         except DrrError as e:
             raise WorkflowError(str(e))
         validate(cfg, EXPERIMENT_SCHEMA)
@@ -129,7 +141,15 @@ def resolved(experiment, variant="default"):
 
 
 def variant_configs(wildcards):
-    return " ".join(f"--config {f}" for f in variant_files(wildcards.experiment, wildcards.variant))
+    """The command-line config of a variant: --config files, then --set overrides of a cell."""
+    args = [f"--config {f}" for f in variant_files(wildcards.experiment, wildcards.variant)]
+    if STUDIES.is_cell(wildcards.variant):
+        try:
+            cell = STUDIES.parse_cell(wildcards.variant)
+            args += [f"--set {s}" for s in STUDIES.cell_settings(wildcards.experiment, cell)]
+        except DrrError as e:
+            raise WorkflowError(str(e))
+    return " ".join(args)
 
 
 def samples_hash(wildcards):

@@ -4,15 +4,6 @@
 # (experiment, variant, phase) with FID, IS, KID, precision/recall and CLIP score.
 
 
-def weights_manifest(experiment):
-    return f"{EXPERIMENTS[experiment]['metrics']['weights_dir']}/manifest.json"
-
-
-WEIGHTS_DIRS = sorted({cfg["metrics"]["weights_dir"] for cfg in EXPERIMENTS.values()})
-WEIGHTS_CONFIG = {d: next(n for n in sorted(EXPERIMENTS) if EXPERIMENTS[n]["metrics"]["weights_dir"] == d)
-                  for d in WEIGHTS_DIRS}
-
-
 rule metrics_weights:
     output:
         "{weights_dir}/manifest.json",
@@ -21,9 +12,12 @@ rule metrics_weights:
     wildcard_constraints:
         weights_dir=one_of(WEIGHTS_DIRS),
     params:
+        py=PY,
         config=lambda w: experiment_file(WEIGHTS_CONFIG[w.weights_dir]),
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.metrics.weights --config {params.config} > {log} 2>&1"
+        "{params.py} -m drr.metrics.weights --config {params.config} > {log} 2>&1"
 
 
 localrules:
@@ -38,11 +32,14 @@ rule reference_stats:
     log:
         "results/reference/{experiment}.log",
     params:
+        py=PY,
         config=experiment_config,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.metrics.reference --config {params.config} --out {output}"
+        "{params.py} -m drr.metrics.reference --config {params.config} --out {output}"
         " --cache-dir results/cache/reference > {log} 2>&1"
 
 
@@ -56,10 +53,13 @@ rule compute_metrics:
     log:
         "results/metrics/{experiment}/{variant}.log",
     params:
+        py=PY,
         configs=variant_configs,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.metrics.score {params.configs} --samples {input.samples}"
-        " --reference {input.reference} --out {output} --phase all"
+        "{params.py} -m drr.metrics.score {params.configs} --samples {input.samples}"
+        " --reference {input.reference} --out {output} --phase all --features-cache results/cache/features"
         " --experiment {wildcards.experiment} --variant {wildcards.variant} > {log} 2>&1"

@@ -4,28 +4,6 @@
 # speed measurement of Table 4; and the inpainting figure of App. D.3.
 
 
-def sampling_inputs(wildcards):
-    cfg = EXPERIMENTS[wildcards.experiment]
-    inputs = {"tokenizer": f"{tokenizer_dir(cfg)}/checkpoint.pt",
-              "transformer": f"results/transformers/{wildcards.experiment}/checkpoint.pt"}
-    if cfg["transformer"]["model"]["cond"]["type"] == "text":
-        inputs["text"] = text_tokenizer_path(cfg)
-        inputs["captions"] = codes_dir(cfg, cfg["data"]["eval_split"])
-    return inputs
-
-
-def text_condition_args(wildcards, input):
-    if "text" not in input.keys():
-        return ""
-    return f"--text-tokenizer {input.text} --captions {input.captions}"
-
-
-def shard_files(wildcards):
-    n = num_shards(wildcards.experiment, wildcards.variant)
-    return [f"results/samples/{wildcards.experiment}/{wildcards.variant}/shards/shard-{i:05d}.npz"
-            for i in range(n)]
-
-
 rule generate_shard:
     input:
         unpack(sampling_inputs),
@@ -36,14 +14,17 @@ rule generate_shard:
     wildcard_constraints:
         shard=r"\d{5}",
     params:
+        py=PY,
         configs=variant_configs,
         hash=samples_hash,
         text=text_condition_args,
         shard=lambda w: int(w.shard),
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
+        "{params.py} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
         " --transformer {input.transformer} {params.text}"
         " --out results/samples/{wildcards.experiment}/{wildcards.variant} --shard {params.shard}"
         " > {log} 2>&1"
@@ -60,10 +41,13 @@ rule merge_samples:
     log:
         "results/samples/{experiment}/{variant}/merge.log",
     params:
+        py=PY,
         configs=variant_configs,
         text=text_condition_args,
+    conda:
+        "../../environment.yml"
     shell:
-        "({PY} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
+        "({params.py} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
         " --transformer {input.transformer} {params.text}"
         " --out results/samples/{wildcards.experiment}/{wildcards.variant} --merge-only"
         " && cp results/samples/{wildcards.experiment}/{wildcards.variant}/grid.png {output.grid})"
@@ -78,12 +62,15 @@ rule sampling_speed:
     log:
         "results/speed/{experiment}/{variant}.log",
     params:
+        py=PY,
         configs=variant_configs,
         text=text_condition_args,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.sampling.speed {params.configs} --tokenizer {input.tokenizer}"
+        "{params.py} -m drr.sampling.speed {params.configs} --tokenizer {input.tokenizer}"
         " --transformer {input.transformer} {params.text} --json {output} > {log} 2>&1"
 
 
@@ -96,10 +83,13 @@ rule inpainting_figure:
     log:
         "results/figures/{experiment}/inpainting.log",
     params:
+        py=PY,
         config=experiment_config,
         text=lambda w, input: f"--text-tokenizer {input.text}" if "text" in input.keys() else "",
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.sampling.inpaint --config {params.config} --tokenizer {input.tokenizer}"
+        "{params.py} -m drr.sampling.inpaint --config {params.config} --tokenizer {input.tokenizer}"
         " --transformer {input.transformer} --codes {input.codes} {params.text} --out {output} > {log} 2>&1"

@@ -12,12 +12,15 @@ rule train_tokenizer:
     wildcard_constraints:
         tokenizer=one_of(TRAINED),
     params:
+        py=PY,
         config=tokenizer_config,
         hash=tokenizer_hash,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.tokenizer.train --config {params.config} --out {output} > {log} 2>&1"
+        "{params.py} -m drr.tokenizer.train --config {params.config} --out {output} > {log} 2>&1"
 
 
 rule import_tokenizer:
@@ -30,10 +33,13 @@ rule import_tokenizer:
     wildcard_constraints:
         tokenizer=one_of(IMPORTED),
     params:
+        py=PY,
         config=tokenizer_config,
         hash=tokenizer_hash,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.tokenizer.import_official --config {params.config} --out {output} > {log} 2>&1"
+        "{params.py} -m drr.tokenizer.import_official --config {params.config} --out {output} > {log} 2>&1"
 
 
 rule report_tokenizer:
@@ -46,9 +52,12 @@ rule report_tokenizer:
     log:
         "results/tokenizers/{tokenizer}/report.log",
     params:
+        py=PY,
         config=tokenizer_config,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.tokenizer.report --config {params.config} --tokenizer {input.tokenizer}"
+        "{params.py} -m drr.tokenizer.report --config {params.config} --tokenizer {input.tokenizer}"
         " --json {output.json} --markdown {output.markdown} --png {output.png} > {log} 2>&1"

@@ -18,28 +18,13 @@ rule train_text_tokenizer:
     wildcard_constraints:
         tokenizer=one_of(sorted(TEXT_TOKENIZER_OF)),
     params:
+        py=PY,
         vocab=lambda w: EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.text.train_bpe --codes {input.codes} --vocab-size {params.vocab}"
+        "{params.py} -m drr.text.train_bpe --codes {input.codes} --vocab-size {params.vocab}"
         " --out {output} > {log} 2>&1"
-
-
-def transformer_inputs(wildcards):
-    cfg = EXPERIMENTS[wildcards.experiment]
-    inputs = {"tokenizer": f"{tokenizer_dir(cfg)}/checkpoint.pt",
-              "codes": codes_dir(cfg, cfg["data"]["train_split"])}
-    if cfg["transformer"]["model"]["cond"]["type"] == "text":
-        inputs["text"] = text_tokenizer_path(cfg)
-    return inputs
-
-
-def text_tokenizer_arg(wildcards, input):
-    return f"--text-tokenizer {input.text}" if "text" in input.keys() else ""
-
-
-_TRAIN_SHELL = (
-    "{PY} -m drr.transformer.train --config {params.config} --tokenizer {input.tokenizer}"
-    " --codes {input.codes} {params.text} --out {output} > {log} 2>&1")
 
 
 rule train_transformer:
@@ -54,11 +39,15 @@ rule train_transformer:
     wildcard_constraints:
         experiment=one_of(TRAINED_INPROCESS),
     params:
+        py=PY,
         config=experiment_config,
         hash=transformer_hash,
         text=text_tokenizer_arg,
+    threads: 2  # the one job that can run at that point of the tiny workflow: use both cores
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
         _TRAIN_SHELL
 
@@ -73,9 +62,12 @@ rule submit_transformer:
     wildcard_constraints:
         experiment=one_of(TRAINED_SUBMITTED),
     params:
+        py=PY,
         config=experiment_config,
         hash=transformer_hash,
         text=text_tokenizer_arg,
+    conda:
+        "../../environment.yml"
     shell:
         _TRAIN_SHELL
 
@@ -97,11 +89,14 @@ rule report_transformer:
     log:
         "results/transformers/{experiment}/report.log",
     params:
+        py=PY,
         config=experiment_config,
         text=text_tokenizer_arg,
     resources:
         gpu=1,
+    conda:
+        "../../environment.yml"
     shell:
-        "{PY} -m drr.transformer.report --config {params.config} --transformer {input.transformer}"
+        "{params.py} -m drr.transformer.report --config {params.config} --transformer {input.transformer}"
         " --codes {input.eval_codes} {params.text} --json {output.json}"
         " --markdown {output.markdown} --png {output.png} > {log} 2>&1"

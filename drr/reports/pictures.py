@@ -1,0 +1,186 @@
+"""Sample pictures made from the models directly: paper Figure 5 and the grids of Appendix D.
+
+    python -m drr.reports.pictures progression --config configs/experiments/tiny.yaml \
+        --tokenizer T.pt --transformer M.pt --t-draft 8 64 --revise-iterations 5 --samples 6 \
+        --out reports/fig5.png
+    python -m drr.reports.pictures conditions --config configs/experiments/tiny.yaml \
+        --tokenizer T.pt --transformer M.pt --classes 7 9 200 --per-class 8 --out classes.png
+    python -m drr.reports.pictures conditions ... --text-tokenizer bpe.json --captions CODES \
+        --num-captions 6 --per-caption 6 --out captions.png
+
+progression (Figure 5): for each T_draft, `samples` rows; columns are the draft and the images
+after revise passes M = 1..5 of one Draft-and-Revise run (the experiment's other sampling
+settings), so a row shows one sample being revised.
+
+conditions (App. D, Figures 3-4): rows are classes (those below num_classes) or eval-split captions,
+columns samples at the experiment's sampling settings. Sample k of condition c has the global index
+c + k * (number of conditions of the generation run), hence the same seed, condition and image as
+that index of the experiment's samples.npz.
+
+PNG and PDF (same name) are written atomically, with a .json record of what was drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drr.cli import config_parser, resolve
+from drr.errors import DrrError, user_errors
+from drr.provenance import atomic_path, provenance, write_json
+
+
+def labelled_grid(blocks, out: Path, title: str) -> None:
+    """blocks: [(block title, row labels, column labels, uint8 (rows, cols, R, R, 3))] -> PNG + PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(b[3].shape[1] for b in blocks)
+    rows = sum(b[3].shape[0] for b in blocks)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.6, 1.3 * rows + 0.5 * len(blocks) + 0.4),
+                             squeeze=False)
+    r0 = 0
+    for block_title, row_labels, col_labels, images in blocks:
+        for i in range(images.shape[0]):
+            for j in range(cols):
+                ax = axes[r0 + i][j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < images.shape[1]:
+                    ax.imshow(images[i, j], interpolation="nearest")
+                else:
+                    ax.axis("off")
+                if i == 0 and j < len(col_labels):
+                    ax.set_title(col_labels[j] if j else f"{block_title}\n{col_labels[j]}"
+                                 if block_title else col_labels[j], fontsize=7, loc="left" if not j else "center")
+                if j == 0:
+                    ax.set_ylabel("\n".join(textwrap.wrap(str(row_labels[i]), 18)[:3]), fontsize=6)
+        r0 += images.shape[0]
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    for path in (out, out.with_suffix(".pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=110)
+    plt.close(fig)
+
+
+def _models(cfg, tokenizer, transformer, device):
+    from drr.sampling.images import load_models, pick_device
+    dev = pick_device(device)
+    return dev, load_models(tokenizer, transformer, dev, cfg)
+
+
+def progression(cfg: dict, tokenizer: Path, transformer: Path, out: Path, t_drafts: list[int],
+                revise_iterations: int, samples: int, device: str | None = None) -> dict:
+    from drr.sampling.decode import DecodeSettings, draft_and_revise, sample_seeds
+    from drr.sampling.images import Conditions, decode_images
+
+    if samples < 1 or revise_iterations < 1:
+        raise DrrError(f"--samples {samples} / --revise-iterations {revise_iterations}: need at least 1")
+    dev, models = _models(cfg, tokenizer, transformer, device)
+    if models.transformer.config.kind != "contextual":
+        raise DrrError(f"{transformer}: Figure 5 needs a Contextual RQ-Transformer, this one is "
+                       f"{models.transformer.config.kind!r}")
+    conds = Conditions(cfg)
+    idx = np.arange(samples)
+    cond = conds(idx).to(dev)
+    seeds = sample_seeds(cfg["seed"], idx)
+    blocks, record = [], []
+    for t in t_drafts:
+        settings = replace(DecodeSettings.from_config(cfg["sampling"]), t_draft=int(t),
+                           revise_iterations=int(revise_iterations))
+        passes = {}
+        draft_and_revise(models.transformer, cond, settings, seeds,
+                         on_pass=lambda m, codes: passes.__setitem__(m, codes.clone()))
+        pics = np.stack([decode_images(models.tokenizer, passes[m], models.code_shape)
+                         for m in range(revise_iterations + 1)], axis=1)
+        labels = conds.labels(idx)
+        blocks.append((f"T_draft = {t}", [f"class {c}" for c in labels] if labels is not None
+                       else [""] * samples, ["draft"] + [f"M = {m}" for m in range(1, revise_iterations + 1)],
+                       pics))
+        record.append({"t_draft": int(t), "decode_settings": asdict(settings)})
+    labelled_grid(blocks, out, f"Figure 5: draft -> revised, {cfg['data']['name']}")
+    info = {"png": str(out), "blocks": record, "samples": samples, "transformer_sha256":
+            models.transformer_sha256, "provenance": provenance(cfg)}
+    write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *, classes=None,
+                    per_condition: int = 8, num_captions: int = 6, text_tokenizer=None, captions=None,
+                    device: str | None = None) -> dict:
+    from drr.sampling.ar import sample_codes, sampling_settings
+    from drr.sampling.decode import sample_seeds
+    from drr.sampling.images import Conditions, decode_images
+
+    dev, models = _models(cfg, tokenizer, transformer, device)
+    conds = Conditions(cfg, text_tokenizer, captions)
+    if conds.type == "class":
+        chosen = [int(c) for c in (classes or []) if 0 <= int(c) < conds.num_classes]
+        if not chosen:
+            raise DrrError(f"--classes {classes}: none is below transformer.model.cond.num_classes "
+                           f"{conds.num_classes}")
+        period, labels = conds.num_classes, [f"class {c}" for c in chosen]
+    elif conds.type == "text":
+        chosen = list(range(min(num_captions, len(conds.captions))))
+        period, labels = len(conds.captions), [conds.captions[c] for c in chosen]
+    else:
+        raise DrrError("transformer.model.cond.type is 'none': no conditions to show")
+    idx = np.array([c + k * period for c in chosen for k in range(per_condition)], dtype=np.int64)
+    settings = sampling_settings(cfg)
+    codes, _ = sample_codes(models.transformer, conds(idx).to(dev), settings, sample_seeds(cfg["seed"], idx))
+    pics = decode_images(models.tokenizer, codes, models.code_shape)
+    pics = pics.reshape(len(chosen), per_condition, *pics.shape[1:])
+    labelled_grid([("", labels, [f"#{k + 1}" for k in range(per_condition)], pics)], out,
+                  f"Samples per condition: {cfg['data']['name']} (experiment sampling settings)")
+    info = {"png": str(out), "conditions": labels, "indices": idx.tolist(),
+            "transformer_sha256": models.transformer_sha256, "provenance": provenance(cfg)}
+    write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("progression", "conditions"):
+        s = sub.add_parser(name, parents=[config_parser(name)], add_help=False)
+        s.add_argument("--tokenizer", required=True, type=Path)
+        s.add_argument("--transformer", required=True, type=Path)
+        s.add_argument("--out", required=True, type=Path, help="PNG (the PDF and .json go beside it)")
+        s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    prog = sub.choices["progression"]
+    prog.add_argument("--t-draft", type=int, nargs="+", default=[8, 64])
+    prog.add_argument("--revise-iterations", type=int, default=5)
+    prog.add_argument("--samples", type=int, default=6)
+    cond = sub.choices["conditions"]
+    cond.add_argument("--classes", type=int, nargs="+")
+    cond.add_argument("--per-class", "--per-caption", dest="per_condition", type=int, default=8)
+    cond.add_argument("--num-captions", type=int, default=6)
+    cond.add_argument("--text-tokenizer", type=Path)
+    cond.add_argument("--captions", type=Path, help="eval split's code map (text models)")
+    args = p.parse_args(argv)
+    if args.out.suffix != ".png":
+        raise SystemExit(f"error: --out {args.out}: expected a .png path")
+    with user_errors():
+        cfg = resolve(args)
+        torch.set_grad_enabled(False)
+        if args.command == "progression":
+            progression(cfg, args.tokenizer, args.transformer, args.out, args.t_draft,
+                        args.revise_iterations, args.samples, args.device)
+        else:
+            conditions_grid(cfg, args.tokenizer, args.transformer, args.out, classes=args.classes,
+                            per_condition=args.per_condition, num_captions=args.num_captions,
+                            text_tokenizer=args.text_tokenizer, captions=args.captions,
+                            device=args.device)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Ablation studies as data: suites, reports and their cells (configs/workflow.yaml, configs/studies.yaml).
+
+A *variant* of an experiment is what its samples, metrics and speed files are named by:
+
+``default``          the experiment config itself;
+``<name>``           an override file configs/ablations/<name>.yaml on top of it;
+``k=v[,k=v...]``     an ablation *cell*: values of the short parameters of configs/studies.yaml
+                     (``t_draft=16``, ``t_draft=8,strategy=top-c``), generated with
+                     ``generation.ablation_samples`` samples and with drafts kept;
+``base``             the cell with no override (the experiment's own sampling settings).
+
+`Studies.cells(report, suite)` lists the canonical cells of a report, the ones the workflow builds:
+a cell's name drops the values equal to the experiment's own, in the order of `parameters`, and a
+cell whose config is the experiment's default config is named ``default``. The Snakefile and the
+report scripts both name cells through this module, so a report reads exactly the files the workflow
+made for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from drr.config import REPO, load_config, override_from_dotted
+from drr.errors import DrrError
+
+STUDIES_FILE = "configs/studies.yaml"
+WORKFLOW_FILE = "configs/workflow.yaml"
+PUBLISHED_FILE = "configs/published.yaml"
+ROLES = ("ablation", "vq")
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def read_yaml(path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DrrError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise DrrError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DrrError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def format_value(v) -> str:
+    """A parameter value as it appears in a cell name (YAML scalar text)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Cell:
+    experiment: str
+    name: str                    # the variant name (canonical)
+    values: tuple                # ((short, value), ...) of every parameter the report varies
+
+    def value(self, short: str):
+        return dict(self.values)[short]
+
+
+class Studies:
+    """configs/studies.yaml and the experiment configs it is applied to (read from `root`)."""
+
+    def __init__(self, root=REPO, path: str = STUDIES_FILE):
+        self.root = Path(root)
+        self.path = self.root / path
+        data = read_yaml(self.path)
+        for key in ("parameters", "reports", "pictures"):
+            if not isinstance(data.get(key), dict):
+                raise DrrError(f"{self.path}: field '{key}' must be a mapping")
+        self.parameters: dict[str, str] = data["parameters"]
+        self.reports: dict[str, dict] = data["reports"]
+        self.pictures: dict[str, dict] = data["pictures"]
+        for short in self.parameters:
+            if not _NAME.match(short) or "=" in short:
+                raise DrrError(f"{self.path}: parameters: bad short name {short!r}")
+        for name, spec in self.reports.items():
+            where = f"{self.path}: reports.{name}"
+            exp = spec.get("experiment")
+            if exp not in ROLES + ("all",):
+                raise DrrError(f"{where}.experiment: {exp!r} is not one of {ROLES + ('all',)}")
+            for grid in spec.get("cells", []):
+                for short, values in grid.items():
+                    if short not in self.parameters:
+                        raise DrrError(f"{where}.cells: unknown parameter {short!r} "
+                                       f"(parameters: {', '.join(self.parameters)})")
+                    if not isinstance(values, list) or not values:
+                        raise DrrError(f"{where}.cells.{short}: expected a non-empty list of values")
+        self._configs: dict = {}
+
+    # -- variants -------------------------------------------------------------------------------
+
+    def experiment_file(self, experiment: str) -> Path:
+        return self.root / "configs" / "experiments" / f"{experiment}.yaml"
+
+    def parse_cell(self, variant: str) -> dict:
+        """'t_draft=16,strategy=top-c' -> {'t_draft': 16, 'strategy': 'top-c'}; 'base' -> {}."""
+        if variant == "base":
+            return {}
+        out = {}
+        for part in variant.split(","):
+            short, eq, text = part.partition("=")
+            if not eq or not text:
+                raise DrrError(f"variant {variant!r}: {part!r} is not parameter=value")
+            if short not in self.parameters:
+                raise DrrError(f"variant {variant!r}: unknown parameter {short!r} "
+                               f"({self.path.name} parameters: {', '.join(self.parameters)})")
+            if short in out:
+                raise DrrError(f"variant {variant!r}: parameter {short!r} given twice")
+            out[short] = yaml.safe_load(text)
+        return out
+
+    @staticmethod
+    def is_cell(variant: str) -> bool:
+        return variant == "base" or "=" in variant
+
+    def cell_settings(self, experiment: str, overrides: dict) -> list[str]:
+        """The KEY=VALUE overrides (drr --set syntax) of a cell on top of the experiment config."""
+        default = self.config(experiment)
+        sets = [f"{self.parameters[k]}={format_value(v)}" for k, v in overrides.items()]
+        n = default["generation"]["ablation_samples"]
+        if n is not None:
+            sets.append(f"generation.num_samples={n}")
+        sets.append("generation.save_drafts=true")
+        return sets
+
+    def config(self, experiment: str, variant: str = "default") -> dict:
+        """The resolved config of an experiment's variant (validated like any drr config)."""
+        key = (experiment, variant)
+        if key not in self._configs:
+            layers: list = [self.experiment_file(experiment)]
+            if self.is_cell(variant):
+                layers.append(override_from_dotted(self.cell_settings(experiment, self.parse_cell(variant))))
+            elif variant != "default":
+                layers.append(self.root / "configs" / "ablations" / f"{variant}.yaml")
+            self._configs[key] = load_config(*layers)
+        return self._configs[key]
+
+    def cell_name(self, experiment: str, overrides: dict) -> str:
+        """The canonical name of the cell with these overrides (see the module docstring)."""
+        default = self.config(experiment)
+        kept = []
+        for short, key in self.parameters.items():
+            if short in overrides:
+                have = default
+                for part in key.split("."):
+                    have = have[part]
+                if overrides[short] != have:
+                    kept.append(f"{short}={format_value(overrides[short])}")
+        name = ",".join(kept) or "base"
+        if name == "base" and self.config(experiment, "base") == default:
+            return "default"
+        return name
+
+    # -- suites and reports ---------------------------------------------------------------------
+
+    def role(self, suite: dict, role: str) -> list[str]:
+        if role == "all":
+            return list(suite["experiments"])
+        name = suite[role]
+        return [] if name is None else [name]
+
+    def cells(self, report: str, suite: dict) -> list[Cell]:
+        """The canonical cells of a report in a suite ({'experiments', 'ablation', 'vq'}), in the
+        order of the report's grids (duplicates, e.g. two names of one config, kept once)."""
+        spec = self.reports[report]
+        out, seen = [], set()
+        for experiment in self.role(suite, spec["experiment"]):
+            if "cells" not in spec:
+                want = spec.get("cond")
+                cfg = self.config(experiment)
+                if want is None or cfg["transformer"]["model"]["cond"]["type"] == want:
+                    out.append(Cell(experiment, "default", ()))
+                continue
+            for grid in spec["cells"]:
+                shorts = list(grid)
+                for combo in itertools.product(*(grid[s] for s in shorts)):
+                    overrides = dict(zip(shorts, combo))
+                    cell = Cell(experiment, self.cell_name(experiment, overrides),
+                                tuple(overrides.items()))
+                    if (cell.experiment, cell.name, cell.values) not in seen:
+                        seen.add((cell.experiment, cell.name, cell.values))
+                        out.append(cell)
+        return out
+
+
+def load_suite(name: str, root=REPO, workflow_file: str = WORKFLOW_FILE) -> dict:
+    path = Path(root) / workflow_file
+    suites = read_yaml(path).get("suites", {})
+    if name not in suites:
+        raise DrrError(f"{path}: suites: no suite {name!r} (have {', '.join(sorted(suites))})")
+    return suites[name]

@@ -191,6 +191,15 @@ class Studies:
         return out
 
 
+    def baselines(self, report: str, suite: dict) -> list[str]:
+        """The experiments of a report's `baselines` (ar: the suite's AR RQ-Transformers)."""
+        kind = self.reports[report].get("baselines")
+        if kind is None:
+            return []
+        return [e for e in suite["experiments"]
+                if self.config(e)["transformer"]["model"]["kind"] == kind]
+
+
 def load_suite(name: str, root=REPO, workflow_file: str = WORKFLOW_FILE) -> dict:
     path = Path(root) / workflow_file
     suites = read_yaml(path).get("suites", {})

@@ -72,9 +72,13 @@ def fake_row(experiment, variant, phase, n=100, **metrics):
 def write_cells(root, report, suite="tiny", experiment=None, speed=False):
     """Rows for every cell of a report: FID grows with the cell's index so that tests can tell
     the cells apart in the output."""
+    from drr.studies import Cell
+
     st = Studies(root)
-    cells = st.cells(report, load_suite(suite, root))
-    for i, cell in enumerate(cells):
+    spec = load_suite(suite, root)
+    cells = st.cells(report, spec)
+    baselines = [Cell(e, "default", ()) for e in st.baselines(report, spec)]
+    for i, cell in enumerate(cells + baselines):
         path = root / f"results/metrics/{cell.experiment}/{cell.name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_rows([fake_row(cell.experiment, cell.name, "revised", fid=10.0 + i, precision=0.5,
@@ -118,6 +122,9 @@ def test_table4_computes_delta_when_the_suite_runs_the_papers_experiment(root):
     assert t8[1:4] == ["10.00", "5.41", "+4.59"]
     assert t8[4:7] == ["0.250", "0.030", "+0.220"]
     assert "measured on cpu (test)" in md
+    # the AR baseline the suite imports sits in the published RQ-Transformer row, measured
+    assert rows["RQ-Transformer"][1:7] == ["13.00", "8.71", "+4.29", "0.250", "0.040", "+0.210"]
+    assert rows["RQ-Transformer"][-1] == "`in256-rq-1400m-ar/default`"
 
 
 def test_table1_rows_and_na_footnotes(root):
@@ -132,7 +139,9 @@ def test_table1_rows_and_na_footnotes(root):
     published = {r[0]: r for r in rows if "Contextual" in r[0]}
     assert published["Contextual RQ-Transformer"][3] == "—"  # 821M etc. are not in suite tiny
     assert "not in suite `tiny`" in md
-    assert len(rows) == 18                                 # 17 published rows + ours
+    assert [r[0] for r in rows if r[0].startswith("ours")] == ["ours: `tiny` (fashion-mnist)",
+                                                              "ours: `tiny-ar` (fashion-mnist)"]
+    assert len(rows) == 19                                 # 17 published rows + ours (D&R and AR)
 
 
 def test_a_missing_metrics_file_is_named(root):
@@ -153,9 +162,10 @@ def _workflow_copy(tmp_path):
     for item in ("Snakefile", "workflow", "configs", "slurm"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    for name in ("imagenet", "cc3m"):  # stand-ins for the official RQ-VAE files the paper imports
-        w = tmp_path / f"weights/rq-vae-transformer/{name}_rqvae/stage1/model.pt"
-        w.parent.mkdir(parents=True)
+    for name in ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",  # stand-ins for the official files
+                 "imagenet_1.4B_rqvae_50e/stage1", "imagenet_1.4B_rqvae_50e/stage2"):
+        w = tmp_path / f"weights/rq-vae-transformer/{name}/model.pt"
+        w.parent.mkdir(parents=True, exist_ok=True)
         w.write_bytes(b"")
     return tmp_path
 
@@ -184,8 +194,8 @@ def test_every_report_target_resolves_for_the_paper_suite(tmp_path):
     assert counts["report_table"] == 6 and counts["report_figure"] == 4 and counts["figure5"] == 1
     # table1 alone: the four class-conditional ImageNet models' default samples and nothing else
     only1 = _dry_run(cwd, "--profile", "slurm", "reports/table1.md")
-    assert only1["compute_metrics"] == 4 and "sampling_speed" not in only1
-    assert only1["generate_shard"] == 40 and "train_text_tokenizer" not in only1
+    assert only1["compute_metrics"] == 5 and "sampling_speed" not in only1  # 4 contextual + AR
+    assert only1["generate_shard"] == 50 and "train_text_tokenizer" not in only1
     # figure 4(a): five T_draft cells of the 821M model, one of them its default run
     only4a = _dry_run(cwd, "--profile", "slurm", "reports/fig4a.png")
     assert only4a["compute_metrics"] == 5 and only4a["submit_transformer"] == 1

@@ -65,6 +65,8 @@ def workdir(tmp_path):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     (tmp_path / "configs" / "experiments" / "tiny.yaml").write_text(FAST_TINY)
+    (tmp_path / "configs" / "experiments" / "tiny-ar.yaml").write_text(
+        FAST_TINY.replace("transformer:\n  train:", "transformer:\n  model:\n    kind: ar\n  train:"))
     return tmp_path
 
 
@@ -170,9 +172,10 @@ def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
     for item in ("Snakefile", "workflow", "configs", "slurm"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    for name in ("imagenet", "cc3m"):  # stand-ins for the official RQ-VAE files the paper imports
-        w = tmp_path / f"weights/rq-vae-transformer/{name}_rqvae/stage1/model.pt"
-        w.parent.mkdir(parents=True)
+    for name in ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",  # stand-ins for the official files
+                 "imagenet_1.4B_rqvae_50e/stage1", "imagenet_1.4B_rqvae_50e/stage2"):
+        w = tmp_path / f"weights/rq-vae-transformer/{name}/model.pt"
+        w.parent.mkdir(parents=True, exist_ok=True)
         w.write_bytes(b"")
     run = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "--dry-run", "--quiet", "rules"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -185,6 +188,10 @@ def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
     assert counts["submit_transformer"] == 6        # every paper experiment submits itself via submitit
     assert "train_transformer" not in counts
     assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions
-    assert counts["import_tokenizer"] == 2 and counts["train_tokenizer"] == 1
-    # 50k samples in 10 shards for each ImageNet experiment, 15,840 in 8 for each CC-3M one
-    assert counts["generate_shard"] == 4 * 10 + 2 * 8 and counts["merge_samples"] == 6
+    assert counts["import_tokenizer"] == 3 and counts["train_tokenizer"] == 1
+    assert counts["import_transformer"] == 1                # the official AR RQ-Transformer 1.4B
+    # 50k samples in 10 shards for each ImageNet run, 15,840 in 8 for each CC-3M one: the seven
+    # default runs, then the ablation cells of configs/studies.yaml (18 of the 821M model besides
+    # its default run, 9 of the VQ model), each a full 50k run as in the paper
+    assert counts["generate_shard"] == 5 * 10 + 2 * 8 + (18 + 9) * 10
+    assert counts["merge_samples"] == 7 + 18 + 9 and counts["compute_metrics"] == 7 + 18 + 9

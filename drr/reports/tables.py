@@ -94,12 +94,25 @@ def cell_table(res: Results, name: str, label_columns, label_of, paper_of, metri
         header += [f"{h} ({ph})" if len(phases) > 1 else h for h in metric_header(metrics)]
     header += ["samples", "reference", "cell"]
     rows = []
-    for p in pub.get("rows", []):  # published-only baselines (Table 4)
-        cells_ = [p["model"]] + [""] * (len(label_columns) - 1)
-        for ph in phases:
-            for m in metrics:
-                cells_ += [DASH, DASH if p.get(m) is None else str(p[m]), DASH]
-        rows.append(cells_ + [DASH, DASH, DASH])
+    baselines = res.studies.baselines(name, res.suite)
+
+    def baseline_row(label, experiment, paper):
+        row = res.row(experiment, "default") if experiment in baselines else None
+        if row is not None:
+            sp = res.speed(experiment, "default")
+            row = dict(row, s_per_sample=sp["s_per_sample"])
+        out = [label] + [""] * (len(label_columns) - 1)
+        for m in metrics:
+            out += res.columns(m, row, paper.get(m), compare=row is not None)
+        return out + [samples_text(row), reference_text(row),
+                      f"`{experiment}/default`" if row is not None else DASH]
+
+    for p in pub.get("rows", []):  # the published baselines, ours where the suite runs them (Table 4)
+        rows.append(baseline_row(p["model"], p.get("experiment"), p))
+    linked = {p.get("experiment") for p in pub.get("rows", [])}
+    for experiment in baselines:
+        if experiment not in linked:
+            rows.append(baseline_row(f"ours: `{experiment}` (AR RQ-Transformer)", experiment, {}))
     for cell in cells:
         out = list(label_of(cell))
         row = None

@@ -93,9 +93,13 @@ def transformer_hash(wildcards):
 
 
 # Where each experiment's transformer trains (see workflow/rules/transformer.smk).
-TRAINED_INPROCESS = sorted(n for n, c in EXPERIMENTS.items()
-                           if c["transformer"]["launch"]["executor"] == "inprocess")
-TRAINED_SUBMITTED = sorted(n for n in EXPERIMENTS if n not in TRAINED_INPROCESS)
+# Experiments whose transformer is imported (transformer.checkpoint: an official RQ-Transformer)
+# are neither trained nor given a training report.
+IMPORTED_TRANSFORMERS = sorted(n for n, c in EXPERIMENTS.items() if c["transformer"]["checkpoint"])
+TRAINED_INPROCESS = sorted(n for n, c in EXPERIMENTS.items() if n not in IMPORTED_TRANSFORMERS
+                           and c["transformer"]["launch"]["executor"] == "inprocess")
+TRAINED_SUBMITTED = sorted(n for n in EXPERIMENTS
+                           if n not in TRAINED_INPROCESS and n not in IMPORTED_TRANSFORMERS)
 
 # Caption tokenizers: one per image tokenizer of a text-conditional experiment, trained on the
 # captions of its training code map.
@@ -179,8 +183,9 @@ def all_targets():
                 f"reports/tokenizers/{tok}.md", f"reports/tokenizers/{tok}.png"]
         out += [codes_dir(cfg, cfg["data"][s]) for s in ("train_split", "eval_split")]
     for name in EXPERIMENTS:
-        out += [f"results/transformers/{name}/checkpoint.pt", f"reports/transformers/{name}.md",
-                f"reports/transformers/{name}.png", f"results/samples/{name}/default/samples.npz",
+        if name not in IMPORTED_TRANSFORMERS:
+            out += [f"reports/transformers/{name}.md", f"reports/transformers/{name}.png"]
+        out += [f"results/transformers/{name}/checkpoint.pt", f"results/samples/{name}/default/samples.npz",
                 f"reports/samples/{name}/default.png", f"results/speed/{name}/default.json",
                 f"reports/figures/{name}/inpainting.png", f"results/metrics/{name}/default.parquet"]
     return sorted(set(out))

@@ -89,6 +89,9 @@ def report_inputs(wildcards):
               "metrics": [f"results/metrics/{c.experiment}/{c.name}.parquet" for c in cells]}
     if name in SPEED_REPORTS:
         inputs["speed"] = [f"results/speed/{c.experiment}/{c.name}.json" for c in cells]
+    for experiment in STUDIES.baselines(name, SUITE_SPEC):
+        inputs["metrics"].append(f"results/metrics/{experiment}/default.parquet")
+        inputs["speed"].append(f"results/speed/{experiment}/default.json")
     return inputs
 
 

@@ -76,6 +76,27 @@ localrules:
     submit_transformer,
 
 
+rule import_transformer:
+    input:
+        tokenizer=lambda w: f"{tokenizer_dir(EXPERIMENTS[w.experiment])}/checkpoint.pt",
+        official=lambda w: EXPERIMENTS[w.experiment]["transformer"]["checkpoint"],
+    output:
+        "results/transformers/{experiment}/checkpoint.pt",
+    log:
+        "results/transformers/{experiment}/import.log",
+    wildcard_constraints:
+        experiment=one_of(IMPORTED_TRANSFORMERS),
+    params:
+        py=PY,
+        config=experiment_config,
+        hash=transformer_hash,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.py} -m drr.transformer.import_official --config {params.config}"
+        " --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+
+
 rule report_transformer:
     input:
         unpack(transformer_inputs),

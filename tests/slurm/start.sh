@@ -3,7 +3,7 @@
 # all as root, all on loopback, everything (config, state, logs, sockets, PID files) under one folder.
 #
 #   tests/slurm/start.sh [DIR]     (DIR: default $DRR_SLURM_DIR or /tmp/drr-slurm)
-#   export SLURM_CONF=DIR/etc/slurm.conf     # then sinfo, sbatch, snakemake --profile slurm, ...
+#   . DIR/env      # SLURM_CONF=DIR/etc/slurm.conf, DIR/bin first in PATH; then sinfo, snakemake --profile slurm, ...
 #   tests/slurm/stop.sh [DIR]
 #
 # The node `drrnode` advertises an A100 node (32 cores, 256 GB, 8 GPUs of gres type a100 whose
@@ -104,6 +104,9 @@ AccountingStoragePort=$P_DBD
 AccountingStoragePass=$SOCK
 AccountingStorageTRES=gres/gpu
 JobCompType=jobcomp/none
+AccountingStoreFlags=job_comment
+# As on many production clusters, jobs are not requeueable unless they ask (sbatch --requeue).
+JobRequeue=0
 NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=32 Boards=1 SocketsPerBoard=2 CoresPerSocket=16 ThreadsPerCore=1 RealMemory=256000 Gres=gpu:a100:8 Feature=a100 State=UNKNOWN
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=a100 Nodes=$NODE MaxTime=INFINITE State=UP
@@ -113,11 +116,11 @@ NodeName=$NODE Name=gpu Type=a100 File=$DIR/dev/nvidia[0-7]
 EOF
 
 # MariaDB for slurmdbd: private data folder, 127.0.0.1 only.
-mariadb-install-db --no-defaults --user=root --datadir="$DIR/mysql" --auth-root-authentication-method=normal \
+mariadb-install-db --no-defaults --innodb-log-file-size=16M --user=root --datadir="$DIR/mysql" --auth-root-authentication-method=normal \
   --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db" "$DIR/log/mariadb-install.log"
 setsid mariadbd --no-defaults --user=root --datadir="$DIR/mysql" --bind-address=127.0.0.1 --port="$P_SQL" \
   --socket="$DIR/run/mysqld.sock" --pid-file="$DIR/run/mariadb.pid" --log-error="$DIR/log/mariadb.log" \
-  --skip-name-resolve --innodb-buffer-pool-size=64M </dev/null >/dev/null 2>&1 &
+  --skip-name-resolve --innodb-buffer-pool-size=64M --innodb-log-file-size=16M </dev/null >/dev/null 2>&1 &
 echo $! >"$DIR/run/mariadb.pid"
 SQL=(mariadb --no-defaults --socket="$DIR/run/mysqld.sock" -uroot)
 for _ in $(seq 100); do "${SQL[@]}" -e "select 1" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -145,8 +148,16 @@ EOF
 chmod 600 "$DIR/etc/slurmdbd.conf"
 
 export SLURM_CONF="$DIR/etc/slurm.conf"
+# Client commands that find this cluster without SLURM_CONF, as on a cluster with /etc/slurm: the
+# Snakemake job-step executor strips SLURM_* variables (SLURM_CONF too) before its nested `srun`.
+mkdir -p "$DIR/bin"
+for c in sbatch srun salloc squeue sacct sacctmgr scontrol scancel sinfo sshare sstat; do
+  printf '#!/bin/sh\nSLURM_CONF=%s exec /usr/bin/%s "$@"\n' "$SLURM_CONF" "$c" >"$DIR/bin/$c"
+  chmod +x "$DIR/bin/$c"
+done
 cat >"$DIR/env" <<EOF
 export SLURM_CONF=$SLURM_CONF
+export PATH=$DIR/bin:\$PATH
 EOF
 
 slurmdbd </dev/null >/dev/null 2>&1 || die "slurmdbd" "$DIR/log/slurmdbd.log"

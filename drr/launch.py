@@ -54,7 +54,11 @@ def make_executor(launch: dict, folder: Path, name: str):
         return ex
     if kind == "slurm":
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=launch["max_requeues"])
-        ex.update_parameters(**slurm_parameters(launch, name))
+        # --requeue: where the cluster sets JobRequeue=0 (common), `scontrol requeue` of a job that
+        # did not ask for it fails ("Requested operation is presently disabled"), so a timed-out
+        # job could not requeue itself, and a preempted one would be cancelled instead.
+        ex.update_parameters(**slurm_parameters(launch, name),
+                             additional_parameters={"requeue": True})
         return ex
     raise DrrError(f"launch.executor {kind!r} is not one of {EXECUTORS}")
 
@@ -68,15 +72,49 @@ def _last_progress_line(path: Path) -> str | None:
     return lines[-1] if lines else None
 
 
+# The SLURM job this command last submitted for a run folder. A rerun while that job is still
+# queued or running (the submitting session died: a closed login shell, a killed Snakemake) waits
+# for it instead of starting a second job that would train in the same run folder at once.
+JOB_ID_FILE = "slurm-job-id"
+_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+           "SUSPENDED", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "PREEMPTED")
+
+
+def _running_slurm_job(launch: dict, folder: Path):
+    """The submitit job of JOB_ID_FILE if SLURM still has it queued or running, else None. (A
+    job that has ended is not reused: its output may be gone since; a new job resumes from the
+    run's saved state, so a finished training costs a moment, not a rerun.)"""
+    import submitit
+
+    try:
+        job_id = (folder / JOB_ID_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not job_id.isdigit():
+        return None
+    ntasks = launch["nodes"] * launch["gpus_per_node"]
+    job = submitit.SlurmJob(folder=folder / "%j", job_id=job_id, tasks=tuple(range(ntasks)))
+    state = (job.watcher.get_state(job_id, mode="force").upper().split() or ["UNKNOWN"])[0]
+    return job if state in _ACTIVE else None
+
+
 def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
     """Run `job` as `launch` says; return its result (rank 0's). A failed job raises DrrError."""
     if launch["executor"] == "inprocess":
         return job.run()
     folder = Path(folder)
-    executor = make_executor(launch, folder / "%j", name)
-    submitted = executor.submit(job)
-    print(f"submitted {launch['executor']} job {submitted.job_id}; logs: {submitted.paths.stdout} "
-          f"and {submitted.paths.stderr}", file=sys.stderr, flush=True)
+    submitted = _running_slurm_job(launch, folder) if launch["executor"] == "slurm" else None
+    if submitted is not None:
+        print(f"job {submitted.job_id}, submitted by an earlier run of this command, is still "
+              f"{submitted.state}: waiting for it instead of submitting another; logs: "
+              f"{submitted.paths.stdout} and {submitted.paths.stderr}", file=sys.stderr, flush=True)
+    else:
+        executor = make_executor(launch, folder / "%j", name)
+        submitted = executor.submit(job)
+        if launch["executor"] == "slurm":
+            (folder / JOB_ID_FILE).write_text(f"{submitted.job_id}\n")
+        print(f"submitted {launch['executor']} job {submitted.job_id}; logs: {submitted.paths.stdout} "
+              f"and {submitted.paths.stderr}", file=sys.stderr, flush=True)
     shown, last = None, time.monotonic()
     while not submitted.done():
         time.sleep(1.0)
@@ -90,5 +128,18 @@ def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
     try:
         return submitted.results()[0]
     except Exception as e:  # submitit re-raises the job's failure with its traceback text
-        raise DrrError(f"job {submitted.job_id} failed ({type(e).__name__}); see "
-                       f"{submitted.paths.stderr}: {str(e).strip().splitlines()[-1]}") from None
+        raise DrrError(f"job {submitted.job_id} failed: {_job_error(str(e))} (job log: "
+                       f"{submitted.paths.stderr})") from None
+
+
+def _job_error(message: str) -> str:
+    """The line of a submitit failure that says what went wrong: the exception line at the end
+    of the job's traceback (FailedJobError), or the first line (UncompletedJobError: the job was
+    cancelled, timed out, ran out of memory or lost its node without a result)."""
+    parts = message.split("----------------------")
+    if len(parts) >= 3:
+        lines = [line.strip() for line in parts[1].strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    lines = message.strip().splitlines()
+    return lines[0] if lines else "no message"

@@ -76,6 +76,8 @@ def draw(res: Results, figure: str, out: Path) -> None:
             ax.plot(xs, _y(revised, "fid"), "o-", color="C0", label="ours, revised")
             if what == "fid":
                 ax.plot(xs, _y(drafts, "fid"), "s--", color="C1", label="ours, drafts")
+            else:  # the revise phase does not change the drafts: one level for every T_revise
+                ax.plot(xs, _y(drafts, "fid"), ":", color="C1", label="ours, drafts (before revising)")
             for phase, color in (("revised", "C0"), ("draft", "C1")):
                 pts = [p for p in mine if p.get("phase") == phase and "fid" in p]
                 if pts:
@@ -99,8 +101,8 @@ def draw(res: Results, figure: str, out: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    scale = "" if compare else "  (small-scale run: not comparable to the paper; no published points)"
-    fig.suptitle(f"{TITLES[figure]}: {experiment}, {n:,} samples per point{scale}", fontsize=9)
+    scale = "" if compare else "\nsmall-scale run: not comparable to the paper (no published points)"
+    fig.suptitle(f"{TITLES[figure]}\n{experiment}, {n:,} samples per point{scale}", fontsize=9)
     fig.tight_layout()
     for path in (out, out.with_suffix(".pdf")):
         with atomic_path(path) as tmp:

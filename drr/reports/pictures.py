@@ -7,6 +7,7 @@
         --tokenizer T.pt --transformer M.pt --classes 7 9 200 --per-class 8 --out classes.png
     python -m drr.reports.pictures conditions ... --text-tokenizer bpe.json --captions CODES \
         --num-captions 6 --per-caption 6 --out captions.png
+    python -m drr.reports.pictures compare --images A.png B.png --labels "contextual" "AR" --out C.png
 
 progression (Figure 5): for each T_draft, `samples` rows; columns are the draft and the images
 after revise passes M = 1..5 of one Draft-and-Revise run (the experiment's other sampling
@@ -16,6 +17,10 @@ conditions (App. D, Figures 3-4): rows are classes (those below num_classes) or 
 columns samples at the experiment's sampling settings. Sample k of condition c has the global index
 c + k * (number of conditions of the generation run), hence the same seed, condition and image as
 that index of the experiment's samples.npz.
+
+compare (paper Figure 1): inpainting figures of two models side by side. drr.sampling.inpaint draws
+the same rows, masks and seeds for every model of one tokenizer, so the masked inputs are identical;
+the records (.json beside each PNG) are checked for that.
 
 PNG and PDF (same name) are written atomically, with a .json record of what was drawn.
 """
@@ -146,6 +151,44 @@ def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *,
     return info
 
 
+def compare(images: list[Path], labels: list[str], out: Path, title: str) -> None:
+    """Pictures side by side; inpainting records beside them must show the same rows and masks."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    if len(images) != len(labels) or len(images) < 2:
+        raise DrrError(f"--images {len(images)} and --labels {len(labels)}: need two or more of each, "
+                       "as many labels as images")
+    records = []
+    for path in images:
+        rec = Path(path).with_suffix(".json")
+        if rec.is_file():
+            r = json.loads(rec.read_text())
+            records.append((rec, {k: r.get(k) for k in ("rows", "masks", "samples", "lines")}))
+    for rec, what in records[1:]:
+        if what != records[0][1]:
+            diff = next(k for k in what if what[k] != records[0][1][k])
+            raise DrrError(f"{rec}: field '{diff}' differs from {records[0][0]}; the pictures do not "
+                           "show the same masked images")
+    pics = [np.asarray(Image.open(p).convert("RGB")) for p in images]
+    fig, axes = plt.subplots(1, len(pics), figsize=(5 * len(pics), 5 * pics[0].shape[0] / pics[0].shape[1] + 0.6))
+    for ax, pic, label in zip(axes, pics, labels):
+        ax.imshow(pic)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    for path in (out, out.with_suffix(".pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,9 +208,20 @@ def main(argv=None) -> None:
     cond.add_argument("--num-captions", type=int, default=6)
     cond.add_argument("--text-tokenizer", type=Path)
     cond.add_argument("--captions", type=Path, help="eval split's code map (text models)")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("--images", type=Path, nargs="+", required=True)
+    cmp.add_argument("--labels", nargs="+", required=True)
+    cmp.add_argument("--title", default="Inpainting: the same masked images, one model per panel "
+                     "(each line: original, masked, completions)")
+    cmp.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     if args.out.suffix != ".png":
         raise SystemExit(f"error: --out {args.out}: expected a .png path")
+    if args.command == "compare":
+        with user_errors():
+            compare(args.images, args.labels, args.out, args.title)
+            print(f"wrote {args.out}")
+        return
     with user_errors():
         cfg = resolve(args)
         torch.set_grad_enabled(False)

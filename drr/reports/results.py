@@ -124,8 +124,9 @@ class Results:
         small = self.small_scale(experiments)
         if not small:
             return ""
+        verb = "reproduces" if len(small) == 1 else "reproduce"
         return (f"> **Small-scale run** (suite `{self.suite_name}`): {', '.join(f'`{e}`' for e in small)} "
-                "reproduce no published row (tiny models on a small dataset, few samples, offline "
+                f"{verb} no published row (tiny models on a small dataset, few samples, offline "
                 "Inception weights). Their numbers test the pipeline end to end and are **not "
                 "comparable** to the paper's; Δ is shown only where our experiment is the paper's.\n")
 

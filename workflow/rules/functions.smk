@@ -114,8 +114,23 @@ def grid_args(wildcards, input):
             f" --per-caption {spec['caption_grids']['per_caption']}")
 
 
+# AR experiment -> a contextual experiment of the same tokenizer (the suite's ablation experiment
+# when it qualifies): their inpainting figures show the same masked images (paper Figure 1).
+def _contextual_partner(ar):
+    tok = EXPERIMENTS[ar]["tokenizer"]["name"]
+    same = [n for n in SUITE if n != ar and EXPERIMENTS[n]["tokenizer"]["name"] == tok
+            and EXPERIMENTS[n]["transformer"]["model"]["kind"] == "contextual"]
+    return ABLATION if ABLATION in same else (sorted(same) or [None])[0]
+
+
+AR_PARTNER = {n: _contextual_partner(n) for n in SUITE
+              if EXPERIMENTS[n]["transformer"]["model"]["kind"] == "ar"}
+AR_PARTNER = {k: v for k, v in AR_PARTNER.items() if v is not None}
+
+
 def picture_targets():
     out = ["reports/fig5.png"]
+    out += [f"reports/figures/{a}/inpainting-vs-{c}.png" for a, c in AR_PARTNER.items()]
     for name in SUITE:
         out.append(f"reports/samples/{name}/default.png")
         out.append(f"reports/figures/{name}/inpainting.png")

@@ -92,6 +92,29 @@ rule condition_grid:
         " --transformer {input.transformer} {params.args} --out {output.png} > {log} 2>&1"
 
 
+rule inpainting_comparison:
+    input:
+        ar="reports/figures/{ar}/inpainting.png",
+        contextual="reports/figures/{contextual}/inpainting.png",
+    output:
+        png=report("reports/figures/{ar}/inpainting-vs-{contextual}.png", category="Figures",
+                   caption="report/figure.rst"),
+        pdf="reports/figures/{ar}/inpainting-vs-{contextual}.pdf",
+    log:
+        "results/figures/{ar}/inpainting-vs-{contextual}.log",
+    wildcard_constraints:
+        ar=one_of(list(AR_PARTNER)),
+        contextual=one_of(sorted(set(AR_PARTNER.values()))),
+    params:
+        py=PY,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.py} -m drr.reports.pictures compare --images {input.contextual} {input.ar}"
+        " --labels 'Contextual RQ-Transformer ({wildcards.contextual})' 'AR RQ-Transformer ({wildcards.ar})'"
+        " --out {output.png} > {log} 2>&1"
+
+
 rule report_index:
     input:
         tables=[f"reports/{t}.md" for t in report_targets()[0]],

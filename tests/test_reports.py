@@ -159,7 +159,7 @@ def test_figures_write_png_and_pdf(root):
 
 
 def _workflow_copy(tmp_path):
-    for item in ("Snakefile", "workflow", "configs", "slurm"):
+    for item in ("Snakefile", "workflow", "configs", "slurm", "environment.yml"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     for name in ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",  # stand-ins for the official files

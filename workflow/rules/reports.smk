@@ -26,7 +26,7 @@ rule report_figure:
     input:
         unpack(report_inputs),
     output:
-        png=report("reports/{report}.png", category="Figures", caption="report/figure.rst"),
+        png=report("reports/{report}.png", category="Figures", caption="../report/figure.rst"),
         pdf="reports/{report}.pdf",
     log:
         "results/reports/{report}.log",
@@ -46,7 +46,7 @@ rule figure5:
     input:
         unpack(lambda w: sampling_inputs(SimpleNamespace(experiment=ABLATION))),
     output:
-        png=report("reports/fig5.png", category="Figures", caption="report/figure.rst"),
+        png=report("reports/fig5.png", category="Figures", caption="../report/figure.rst"),
         pdf="reports/fig5.pdf",
         json="reports/fig5.json",
     log:
@@ -72,7 +72,7 @@ rule condition_grid:
         unpack(sampling_inputs),
     output:
         png=report("reports/figures/{experiment}/{grid}.png", category="Samples",
-                   caption="report/figure.rst"),
+                   caption="../report/figure.rst"),
         pdf="reports/figures/{experiment}/{grid}.pdf",
         json="reports/figures/{experiment}/{grid}.json",
     log:
@@ -98,7 +98,7 @@ rule inpainting_comparison:
         contextual="reports/figures/{contextual}/inpainting.png",
     output:
         png=report("reports/figures/{ar}/inpainting-vs-{contextual}.png", category="Figures",
-                   caption="report/figure.rst"),
+                   caption="../report/figure.rst"),
         pdf="reports/figures/{ar}/inpainting-vs-{contextual}.pdf",
     log:
         "results/figures/{ar}/inpainting-vs-{contextual}.log",

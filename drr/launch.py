@@ -72,22 +72,29 @@ def _last_progress_line(path: Path) -> str | None:
     return lines[-1] if lines else None
 
 
-# The SLURM job this command last submitted for a run folder. A rerun while that job is still
-# queued or running (the submitting session died: a closed login shell, a killed Snakemake) waits
-# for it instead of starting a second job that would train in the same run folder at once.
+# The SLURM job this command last submitted for a run folder, and a fingerprint of what it runs.
+# A rerun while that job is still queued or running (the submitting session died: a closed login
+# shell, a killed Snakemake) waits for it instead of starting a second job that would train in the
+# same run folder at once; if the job runs something else (the config changed), it is cancelled.
 JOB_ID_FILE = "slurm-job-id"
 _ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
            "SUSPENDED", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "PREEMPTED")
 
 
-def _running_slurm_job(launch: dict, folder: Path):
-    """The submitit job of JOB_ID_FILE if SLURM still has it queued or running, else None. (A
-    job that has ended is not reused: its output may be gone since; a new job resumes from the
-    run's saved state, so a finished training costs a moment, not a rerun.)"""
+def _fingerprint(job) -> str:
+    import hashlib
+    import pickle
+    return hashlib.sha256(pickle.dumps(job)).hexdigest()[:16]
+
+
+def _running_slurm_job(launch: dict, folder: Path, fingerprint: str):
+    """The submitit job of JOB_ID_FILE if SLURM still has it queued or running and it runs the
+    same job, else None. (A job that has ended is not reused: its output may be gone since; a new
+    job resumes from the run's saved state, so a finished training costs a moment, not a rerun.)"""
     import submitit
 
     try:
-        job_id = (folder / JOB_ID_FILE).read_text().strip()
+        job_id, _, recorded = (folder / JOB_ID_FILE).read_text().strip().partition(" ")
     except OSError:
         return None
     if not job_id.isdigit():
@@ -95,7 +102,17 @@ def _running_slurm_job(launch: dict, folder: Path):
     ntasks = launch["nodes"] * launch["gpus_per_node"]
     job = submitit.SlurmJob(folder=folder / "%j", job_id=job_id, tasks=tuple(range(ntasks)))
     state = (job.watcher.get_state(job_id, mode="force").upper().split() or ["UNKNOWN"])[0]
-    return job if state in _ACTIVE else None
+    if state not in _ACTIVE:
+        return None
+    if recorded != fingerprint:
+        print(f"cancelling job {job_id} ({state}): it was submitted for another config of this "
+              "run", file=sys.stderr, flush=True)
+        job.cancel(check=False)
+        deadline = time.monotonic() + 300  # let it end (and stop writing) before the new one starts
+        while time.monotonic() < deadline and not job.watcher.is_done(job_id, mode="force"):
+            time.sleep(5)
+        return None
+    return job
 
 
 def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
@@ -103,7 +120,9 @@ def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
     if launch["executor"] == "inprocess":
         return job.run()
     folder = Path(folder)
-    submitted = _running_slurm_job(launch, folder) if launch["executor"] == "slurm" else None
+    fingerprint = _fingerprint(job)
+    submitted = (_running_slurm_job(launch, folder, fingerprint) if launch["executor"] == "slurm"
+                 else None)
     if submitted is not None:
         print(f"job {submitted.job_id}, submitted by an earlier run of this command, is still "
               f"{submitted.state}: waiting for it instead of submitting another; logs: "
@@ -112,7 +131,7 @@ def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
         executor = make_executor(launch, folder / "%j", name)
         submitted = executor.submit(job)
         if launch["executor"] == "slurm":
-            (folder / JOB_ID_FILE).write_text(f"{submitted.job_id}\n")
+            (folder / JOB_ID_FILE).write_text(f"{submitted.job_id} {fingerprint}\n")
         print(f"submitted {launch['executor']} job {submitted.job_id}; logs: {submitted.paths.stdout} "
               f"and {submitted.paths.stderr}", file=sys.stderr, flush=True)
     shown, last = None, time.monotonic()

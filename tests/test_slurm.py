@@ -388,12 +388,20 @@ def test_a_failing_submitit_job_fails_the_workflow_with_its_own_error(runs):
     f = runs.slurm / "configs/experiments/tiny.yaml"
     f.write_text(yaml.safe_dump(merge(yaml.safe_load(f.read_text()),
                                       {"transformer": {"model": {"cond": {"num_classes": 5}}}})))
+    # A job that some earlier run of this command left running for another config of the run:
+    # the launcher cancels it rather than wait for it or train beside it.
+    stale = sh("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300").strip()
+    job_file = runs.slurm / "results/transformers/tiny/submitit/slurm-job-id"
+    job_file.write_text(f"{stale} 0123456789abcdef\n")
     target = "results/transformers/tiny/checkpoint.pt"
     run = subprocess.run(profile_cmd(target), cwd=runs.slurm, env=env(), capture_output=True,
                          text=True, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "transformer.model.cond.num_classes is 5" in out, out[-4000:]
+    assert f"cancelling job {stale}" in out
+    states = [j["State"] for j in sacct_jobs(runs.sacct_start) if j["JobID"] == stale]
+    assert len(states) == 1 and states[0].startswith("CANCELLED"), states  # "CANCELLED by 0"
     assert not (runs.slurm / target).exists()
     dry = subprocess.run(profile_cmd(target, extra=("--dry-run",)), cwd=runs.slurm, env=env(),
                          capture_output=True, text=True, timeout=300)

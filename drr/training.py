@@ -156,16 +156,58 @@ def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir,
         raise SystemExit(1)
 
 
+# What a run's resumable state does not depend on: where data and weights live, how often the run
+# logs and saves, how it is launched and compiled, and (for the transformer) how its tokenizer was
+# trained and how code maps are written.
+RESUME_IGNORED = {"root", "cache_dir", "download", "checkpoint_every", "log_every", "compile",
+                  "precision", "num_workers", "launch", "encode", "checkpoint"}
+RESUME_SECTIONS = {"tokenizer": ("seed", "data", "tokenizer"),
+                   "transformer": ("seed", "data", "tokenizer.name", "tokenizer.model", "transformer")}
+
+
+def _first_difference(old, new, key: str) -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if k in RESUME_IGNORED:
+                continue
+            d = _first_difference(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{key}.{k}")
+            if d:
+                return d
+        return None
+    return None if old == new else f"{key} {old!r} (this run: {new!r})"
+
+
+def resume_difference(old_cfg: dict, cfg: dict, stage: str) -> str | None:
+    """The first setting in which the run that saved a state differs from `cfg`, or None."""
+    for section in RESUME_SECTIONS[stage]:
+        a, b = old_cfg, cfg
+        for part in section.split("."):
+            a = a.get(part, "<absent>") if isinstance(a, dict) else "<absent>"
+            b = b.get(part, "<absent>") if isinstance(b, dict) else "<absent>"
+        d = _first_difference(a, b, section)
+        if d:
+            return d
+    return None
+
+
 def start_run(cfg: dict, stage: str, out):
-    """Common start of a training run of `stage` ('tokenizer' or 'transformer'): set up the
-    process group, write the resolved config next to the output (rank 0), check the batch splits
-    over the processes, seed. Returns (rank, world, device, run_dir)."""
+    """Common start of a training run of `stage` ('tokenizer' or 'transformer'): refuse to resume
+    a state saved by a run of another config (before anything is written), set up the process
+    group, write the resolved config next to the output (rank 0), check the batch splits over the
+    processes, seed. Returns (rank, world, device, run_dir)."""
     from drr import checkpoint, distributed
-    from drr.config import save_config
+    from drr.config import read_yaml, save_config
     from drr.errors import DrrError
 
-    rank, world, device = distributed.init()
     run_dir = Path(out).parent
+    state, saved = checkpoint.latest_state(run_dir), run_dir / "config.yaml"
+    if state is not None and saved.is_file():
+        diff = resume_difference(read_yaml(saved), cfg, stage)
+        if diff:
+            raise DrrError(f"{state}: resumable state of a run with {diff}; it cannot continue under "
+                           f"this config: delete {state.name} in that folder to train from scratch, "
+                           "or give another --out")
+    rank, world, device = distributed.init()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

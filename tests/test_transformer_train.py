@@ -178,3 +178,23 @@ def test_stop_signal_hands_over_to_the_handler_installed_before(monkeypatch):
         assert seen == [signal.SIGUSR2]                  # ... then submitit's handler requeues
     finally:
         signal.signal(signal.SIGUSR2, old)
+
+
+def test_a_state_saved_under_another_config_is_not_resumed(tmp_path, data):
+    tok, codes = data
+    out = tmp_path / "r" / "checkpoint.pt"
+    cfg = tiny_config("transformer.train.steps=4", "transformer.train.checkpoint_every=2")
+    train_mod.train(cfg, tok, codes, out)
+    state = checkpoint.state_path(out.parent)
+    before = state.read_bytes()
+    other = tiny_config("transformer.train.steps=4", "transformer.train.checkpoint_every=2",
+                        "transformer.train.lr=5.0e-4")
+    with pytest.raises(DrrError, match=r"train-state.pt: resumable state of a run with "
+                                       r"transformer.train.lr 0.001 \(this run: 0.0005\)"):
+        train_mod.train(other, tok, codes, out)
+    assert state.read_bytes() == before                       # nothing of the old run is touched
+    assert (out.parent / "config.yaml").read_text().count("lr: 0.001") == 1
+    # how often a run logs or saves, or where it is launched, does not make it another run
+    same = tiny_config("transformer.train.steps=4", "transformer.train.checkpoint_every=1",
+                       "transformer.train.log_every=1")
+    train_mod.train(same, tok, codes, out)

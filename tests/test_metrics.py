@@ -565,3 +565,27 @@ def test_reference_images_are_spread_over_the_split(tmp_path):
     meta = build_reference(cfg, tmp_path / "ref.npz", extractor=Stub(), cache_dir=None, workers=0,
                            dataset_kwargs={"verify": False})
     assert meta["n_images"] == 10 and "floor(i * T / N)" in meta["material"]["images"]["selection"]
+
+
+def canonical_inception_file():
+    """torch-fidelity's canonical Inception weights, where a machine has them: $DRR_INCEPTION_WEIGHTS,
+    results/cache/weights, or torch hub's checkpoint cache (where torch-fidelity downloads it)."""
+    import os
+
+    candidates = [os.environ.get("DRR_INCEPTION_WEIGHTS"),
+                  str(inception.weight_paths(REPO / "results/cache/weights")["torch-fidelity"]),
+                  os.path.join(torch.hub.get_dir(), "checkpoints", inception.CANONICAL_FILE)]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def test_offline_trunk_equals_the_canonical_weights_where_they_exist():
+    """The issue's check that fid-helper's copy *is* torch-fidelity's network: on any machine that
+    has the canonical file (downloaded by torch-fidelity, or placed by drr.metrics.weights), every
+    trunk tensor must match, so both give the same features."""
+    path = canonical_inception_file()
+    if path is None:
+        pytest.skip(f"{inception.CANONICAL_FILE} not on this machine (offline; set DRR_INCEPTION_WEIGHTS "
+                    "or place it with python -m drr.metrics.weights) - the trunk comparison needs it")
+    from drr.metrics.weights import compare_trunks
+    result = compare_trunks(path, fid_helper_file())
+    assert result["same_keys"] and result["max_abs_diff"] < 1e-6, result

@@ -51,6 +51,21 @@ def weights_manifest(experiment):
     return f"{EXPERIMENTS[experiment]['metrics']['weights_dir']}/manifest.json"
 
 
+# Reference statistics depend on the data and the metrics' reference settings only: experiments
+# that share them share one file, results/reference/<data name>-<hash>.npz.
+def _reference_name(cfg):
+    data = {k: v for k, v in cfg["data"].items() if k not in ("root", "download", "cache_dir")}
+    keys = ("reference_split", "reference_images", "pr_reference_size", "fid_network", "weights_dir")
+    material = {"data": data, "metrics": {k: cfg["metrics"][k] for k in keys}}
+    return f"{cfg['data']['name']}-{drr.config.config_hash(material)[:8]}"
+
+
+REFERENCE_OF = {name: _reference_name(cfg) for name, cfg in EXPERIMENTS.items()}
+REFERENCE_EXPERIMENT = {}  # reference name -> first experiment (sorted) that has it
+for _name in sorted(EXPERIMENTS):
+    REFERENCE_EXPERIMENT.setdefault(REFERENCE_OF[_name], _name)
+
+
 WEIGHTS_DIRS = sorted({cfg["metrics"]["weights_dir"] for cfg in EXPERIMENTS.values()})
 WEIGHTS_CONFIG = {d: next(n for n in sorted(EXPERIMENTS) if EXPERIMENTS[n]["metrics"]["weights_dir"] == d)
                   for d in WEIGHTS_DIRS}

@@ -1,6 +1,7 @@
 # Metrics stage (paper §4): network weights placed once in metrics.weights_dir by a local rule
-# (compute nodes often have no internet; no job downloads), reference statistics of each
-# experiment's data (cached by content under results/cache/reference and shared), and one row per
+# (compute nodes often have no internet; no job downloads), reference statistics (one file per
+# distinct data + reference setting, shared by the experiments that have it, and cached by content
+# under results/cache/reference), and one row per
 # (experiment, variant, phase) with FID, IS, KID, precision/recall and CLIP score.
 
 
@@ -26,14 +27,16 @@ localrules:
 
 rule reference_stats:
     input:
-        manifest=lambda w: weights_manifest(w.experiment),
+        manifest=lambda w: weights_manifest(REFERENCE_EXPERIMENT[w.reference]),
     output:
-        "results/reference/{experiment}.npz",
+        "results/reference/{reference}.npz",
     log:
-        "results/reference/{experiment}.log",
+        "results/reference/{reference}.log",
+    wildcard_constraints:
+        reference=one_of(sorted(REFERENCE_EXPERIMENT)),
     params:
         py=PY,
-        config=experiment_config,
+        config=lambda w: experiment_file(REFERENCE_EXPERIMENT[w.reference]),
     resources:
         gpu=1,
     conda:
@@ -47,7 +50,7 @@ rule compute_metrics:
     input:
         manifest=lambda w: weights_manifest(w.experiment),
         samples="results/samples/{experiment}/{variant}/samples.npz",
-        reference="results/reference/{experiment}.npz",
+        reference=lambda w: f"results/reference/{REFERENCE_OF[w.experiment]}.npz",
     output:
         "results/metrics/{experiment}/{variant}.parquet",
     log:

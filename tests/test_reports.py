@@ -4,7 +4,6 @@ code's own writer; the tiny workflow builds them for real in tests/test_workflow
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ from drr.metrics.score import ROW_FIELDS, write_rows
 from drr.reports import figures, tables
 from drr.reports.results import Results
 from drr.studies import Studies, load_suite
+from workflow_fixtures import SNAKEMAKE, copy_workflow, planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 @pytest.fixture
@@ -158,30 +157,6 @@ def test_figures_write_png_and_pdf(root):
         figures.draw(Results("tiny", root), "figA1", root / "reports/figA1.png")
 
 
-def _workflow_copy(tmp_path):
-    for item in ("Snakefile", "workflow", "configs", "slurm", "environment.yml"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    for name in ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",  # stand-ins for the official files
-                 "imagenet_1.4B_rqvae_50e/stage1", "imagenet_1.4B_rqvae_50e/stage2"):
-        w = tmp_path / f"weights/rq-vae-transformer/{name}/model.pt"
-        w.parent.mkdir(parents=True, exist_ok=True)
-        w.write_bytes(b"")
-    return tmp_path
-
-
-def _dry_run(cwd, *args):
-    run = subprocess.run([*SNAKEMAKE, "--dry-run", "--quiet", "rules", *args], cwd=cwd,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    counts = {}
-    for line in run.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 REPORT_TARGETS = ["reports/table1.md", "reports/table2.md", "reports/table3.md", "reports/table4.md",
                   "reports/tableA2.md", "reports/tableA3.md", "reports/fig4a.png", "reports/fig4b.png",
                   "reports/fig4c.png", "reports/figA1.png", "reports/fig5.png", "reports/index.md"]
@@ -189,15 +164,15 @@ REPORT_TARGETS = ["reports/table1.md", "reports/table2.md", "reports/table3.md",
 
 @pytest.mark.slow
 def test_every_report_target_resolves_for_the_paper_suite(tmp_path):
-    cwd = _workflow_copy(tmp_path)
-    counts = _dry_run(cwd, "--profile", "slurm", *REPORT_TARGETS)
+    cwd = copy_workflow(tmp_path, official_standins=True)
+    counts = planned_jobs(cwd, *REPORT_TARGETS, "--profile", "slurm")
     assert counts["report_table"] == 6 and counts["report_figure"] == 4 and counts["figure5"] == 1
     # table1 alone: the four class-conditional ImageNet models' default samples and nothing else
-    only1 = _dry_run(cwd, "--profile", "slurm", "reports/table1.md")
+    only1 = planned_jobs(cwd, "reports/table1.md", "--profile", "slurm")
     assert only1["compute_metrics"] == 5 and "sampling_speed" not in only1  # 4 contextual + AR
     assert only1["generate_shard"] == 50 and "train_text_tokenizer" not in only1
     # figure 4(a): five T_draft cells of the 821M model, one of them its default run
-    only4a = _dry_run(cwd, "--profile", "slurm", "reports/fig4a.png")
+    only4a = planned_jobs(cwd, "reports/fig4a.png", "--profile", "slurm")
     assert only4a["compute_metrics"] == 5 and only4a["submit_transformer"] == 1
 
 

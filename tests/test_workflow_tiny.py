@@ -4,15 +4,12 @@ built; a second run has nothing to do; changing one ablation value plans only th
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from workflow_fixtures import SNAKEMAKE, copy_workflow, planned_jobs
 
 # A smaller tiny experiment so that the test takes well under a minute.
 FAST_TINY = """
@@ -74,9 +71,7 @@ def workdir(tmp_path):
     if not have_fashion_mnist():
         pytest.skip("Fashion-MNIST not installed (make setup installs Debian's dataset-fashion-mnist "
                     "as root); this test does not download")
-    for item in ("Snakefile", "workflow", "configs", "environment.yml"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    copy_workflow(tmp_path)
     (tmp_path / "configs" / "experiments" / "tiny.yaml").write_text(FAST_TINY)
     studies = tmp_path / "configs" / "studies.yaml"
     text = studies.read_text()
@@ -195,22 +190,8 @@ def test_workflow_rejects_a_bad_config_naming_file_and_key(workdir):
 
 
 def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
-    for item in ("Snakefile", "workflow", "configs", "slurm", "environment.yml"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
-    for name in ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",  # stand-ins for the official files
-                 "imagenet_1.4B_rqvae_50e/stage1", "imagenet_1.4B_rqvae_50e/stage2"):
-        w = tmp_path / f"weights/rq-vae-transformer/{name}/model.pt"
-        w.parent.mkdir(parents=True, exist_ok=True)
-        w.write_bytes(b"")
-    run = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "--dry-run", "--quiet", "rules"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    counts = {}
-    for line in run.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    cwd = copy_workflow(tmp_path, official_standins=True)
+    counts = planned_jobs(cwd, "--profile", "slurm")
     assert counts["submit_transformer"] == 6        # every paper experiment submits itself via submitit
     assert "train_transformer" not in counts
     assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from drr.errors import DrrError, user_errors
-from drr.provenance import atomic_path
+from drr.reports.plotting import pyplot, save_png_pdf
 from drr.reports.results import Results
 
 PANELS = {  # figure -> [(parameter, x label, what)]; what: "fid" (draft + revised) or "pr"
@@ -50,11 +50,7 @@ def _y(rows, field):
 
 
 def draw(res: Results, figure: str, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cells = res.studies.cells(figure, res.suite)
     if not cells:
         raise DrrError(f"{figure}: suite '{res.suite_name}' has no "
@@ -102,12 +98,7 @@ def draw(res: Results, figure: str, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     scale = "" if compare else "\nsmall-scale run: not comparable to the paper (no published points)"
-    fig.suptitle(f"{TITLES[figure]}\n{experiment}, {n:,} samples per point{scale}", fontsize=9)
-    fig.tight_layout()
-    for path in (out, out.with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_png_pdf(fig, out, f"{TITLES[figure]}\n{experiment}, {n:,} samples per point{scale}")
 
 
 def main(argv=None) -> None:

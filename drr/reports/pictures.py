@@ -37,16 +37,13 @@ import torch
 
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
-from drr.provenance import atomic_path, provenance, write_json
+from drr.provenance import provenance, write_json
+from drr.reports.plotting import pyplot, save_png_pdf
 
 
 def labelled_grid(blocks, out: Path, title: str) -> None:
     """blocks: [(block title, row labels, column labels, uint8 (rows, cols, R, R, 3))] -> PNG + PDF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = max(b[3].shape[1] for b in blocks)
     rows = sum(b[3].shape[0] for b in blocks)
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.6, 1.3 * rows + 0.5 * len(blocks) + 0.4),
@@ -68,12 +65,7 @@ def labelled_grid(blocks, out: Path, title: str) -> None:
                 if j == 0:
                     ax.set_ylabel("\n".join(textwrap.wrap(str(row_labels[i]), 18)[:3]), fontsize=6)
         r0 += images.shape[0]
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    for path in (out, out.with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=110)
-    plt.close(fig)
+    save_png_pdf(fig, out, title, title_size=8, dpi=110)
 
 
 def _models(cfg, tokenizer, transformer, device):
@@ -155,12 +147,9 @@ def compare(images: list[Path], labels: list[str], out: Path, title: str) -> Non
     """Pictures side by side; inpainting records beside them must show the same rows and masks."""
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
+    plt = pyplot()
     if len(images) != len(labels) or len(images) < 2:
         raise DrrError(f"--images {len(images)} and --labels {len(labels)}: need two or more of each, "
                        "as many labels as images")
@@ -181,12 +170,7 @@ def compare(images: list[Path], labels: list[str], out: Path, title: str) -> Non
         ax.imshow(pic)
         ax.set_title(label, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    for path in (out, out.with_suffix(".pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_png_pdf(fig, out, title)
 
 
 def main(argv=None) -> None:

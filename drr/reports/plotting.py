@@ -1,0 +1,28 @@
+"""matplotlib without a display, and figures saved as PNG + PDF atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drr.provenance import atomic_path
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (jobs run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_png_pdf(fig, out: Path, title: str, title_size: int = 9, dpi: int = 120) -> None:
+    """Title, tight layout, then `out` (.png) and the same name as .pdf, each written atomically;
+    the figure is closed."""
+    plt = pyplot()
+    fig.suptitle(title, fontsize=title_size)
+    fig.tight_layout()
+    for path in (Path(out), Path(out).with_suffix(".pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi)
+    plt.close(fig)

@@ -10,15 +10,13 @@ the model on the meta device and adopts the file's tensors, so the weights are h
 from __future__ import annotations
 
 import os
-import pickle
 
 import torch
 
+from drr.checkpoint import check_keys_and_shapes, read_official_state_dict
 from drr.errors import DrrError
 from drr.provenance import atomic_path
 from drr.tokenizer.model import RQVAE, RQVAEConfig
-
-MAX_LISTED = 3  # mismatched keys named in an error message
 
 
 def save_official(model: RQVAE, path) -> None:
@@ -35,28 +33,9 @@ def save_official(model: RQVAE, path) -> None:
         torch.save({"state_dict": state_dict}, tmp)
 
 
-def _shape(t) -> str:
-    return str(tuple(t.shape))
-
-
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of a checkpoint file (tensors on the CPU), or DrrError naming the file."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DrrError(f"{path}: checkpoint file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DrrError(f"{path}: not a readable torch checkpoint ({first_line})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official RQ-VAE layout)")
-    state_dict = ckpt["state_dict"]
-    if not isinstance(state_dict, dict):
-        raise DrrError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict of tensors")
-    for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            raise DrrError(f"{path}: key {key!r} is a {type(value).__name__}, not a tensor")
-    return state_dict
+    return read_official_state_dict(path, "RQ-VAE")
 
 
 def check_state_dict(state_dict: dict, expected: dict, path, shared_depth: int = 0) -> None:
@@ -65,20 +44,8 @@ def check_state_dict(state_dict: dict, expected: dict, path, shared_depth: int =
     With ``shared_depth = D > 1`` (a shared codebook), the D ``quantizer.codebooks.{d}.*`` entries
     must also hold equal values, since the model keeps them as one tensor.
     """
-    problems = []
-    for key, want in expected.items():
-        if key not in state_dict:
-            problems.append(f"key '{key}' is missing (expected shape {_shape(want)})")
-        elif tuple(state_dict[key].shape) != tuple(want.shape):
-            problems.append(f"key '{key}' has shape {_shape(state_dict[key])}, expected {_shape(want)}")
-    for key in state_dict:
-        if key not in expected:
-            problems.append(f"key '{key}' is unexpected for this tokenizer config")
-    if problems:
-        listed = "; ".join(problems[:MAX_LISTED])
-        more = f" (and {len(problems) - MAX_LISTED} more; {len(problems)} mismatched keys in all)" \
-            if len(problems) > MAX_LISTED else ""
-        raise DrrError(f"{path}: {listed}{more}")
+    check_keys_and_shapes(state_dict, {k: tuple(v.shape) for k, v in expected.items()}, path,
+                          "tokenizer")
 
     for d in range(1, shared_depth):
         for name in ("weight", "cluster_size_ema", "embed_ema"):

@@ -19,20 +19,15 @@ drr/tokenizer/official.py.
 from __future__ import annotations
 
 import os
-import pickle
 
 import torch
 
+from drr.checkpoint import check_keys_and_shapes, read_official_state_dict
 from drr.errors import DrrError
 from drr.provenance import atomic_path
 from drr.transformer.model import TransformerConfig, build_transformer
 
-MAX_LISTED = 3  # mismatched keys named in an error message
 NOT_OFFICIAL = ("code_emb",)  # drr keys the official layout does not have
-
-
-def _shape(t) -> str:
-    return str(tuple(t.shape))
 
 
 def _check_kind(config: TransformerConfig) -> None:
@@ -72,41 +67,12 @@ def save_official(model, path) -> None:
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of a checkpoint file (tensors on the CPU), or DrrError naming the file."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DrrError(f"{path}: checkpoint file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DrrError(f"{path}: not a readable torch checkpoint ({first_line})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official "
-                       f"RQ-Transformer layout)")
-    state_dict = ckpt["state_dict"]
-    if not isinstance(state_dict, dict):
-        raise DrrError(f"{path}: 'state_dict' is a {type(state_dict).__name__}, not a dict of tensors")
-    for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            raise DrrError(f"{path}: key {key!r} is a {type(value).__name__}, not a tensor")
-    return state_dict
+    return read_official_state_dict(path, "RQ-Transformer")
 
 
 def check_state_dict(state_dict: dict, expected: dict[str, tuple[int, ...]], path) -> None:
     """Raise DrrError unless `state_dict` has exactly the keys and shapes of `expected`."""
-    problems = []
-    for key, want in expected.items():
-        if key not in state_dict:
-            problems.append(f"key '{key}' is missing (expected shape {tuple(want)})")
-        elif tuple(state_dict[key].shape) != tuple(want):
-            problems.append(f"key '{key}' has shape {_shape(state_dict[key])}, expected {tuple(want)}")
-    for key in state_dict:
-        if key not in expected:
-            problems.append(f"key '{key}' is unexpected for this transformer config")
-    if problems:
-        listed = "; ".join(problems[:MAX_LISTED])
-        more = f" (and {len(problems) - MAX_LISTED} more; {len(problems)} mismatched keys in all)" \
-            if len(problems) > MAX_LISTED else ""
-        raise DrrError(f"{path}: {listed}{more}")
+    check_keys_and_shapes(state_dict, expected, path, "transformer")
 
 
 def load_official(path: str | os.PathLike, config: TransformerConfig,

@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from drr import checkpoint
 from drr.config import load_config
 from drr.errors import DrrError
 from drr.tokenizer import losses
+from drr.tokenizer import train as tokenizer_train
 from drr.tokenizer.train import main as train_main
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -29,9 +31,20 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     straight = tmp_path / "a" / "checkpoint.pt"
     train_main(cfg_args(tmp_path, 7) + ["--out", str(straight)])
 
+    # The same command, told to stop (as by SLURM's signal) after step 4: it saves and exits 1.
     resumed = tmp_path / "b" / "checkpoint.pt"
-    train_main(cfg_args(tmp_path, 4) + ["--out", str(resumed)])   # stands for a run stopped at step 4
-    resumed.unlink()
+    real = tokenizer_train.checkpoint_or_stop
+
+    def signalled_at_step_4(stop, step, *args):
+        if step == 4:
+            stop.requested = "SIGTERM"
+        real(stop, step, *args)
+    monkeypatch.setattr(tokenizer_train, "checkpoint_or_stop", signalled_at_step_4)
+    with pytest.raises(SystemExit) as e:
+        train_main(cfg_args(tmp_path, 7) + ["--out", str(resumed)])
+    assert e.value.code == 1 and not resumed.exists()
+    assert torch.load(checkpoint.state_path(resumed.parent), weights_only=False)["step"] == 4
+    monkeypatch.setattr(tokenizer_train, "checkpoint_or_stop", real)
     train_main(cfg_args(tmp_path, 7) + ["--out", str(resumed)])   # the same command again, resumes
 
     a = torch.load(straight, weights_only=False)["state_dict"]

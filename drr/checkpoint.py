@@ -105,3 +105,15 @@ def check_keys_and_shapes(state_dict: dict, expected: dict[str, tuple], path, wh
         more = f" (and {len(problems) - MAX_LISTED} more; {len(problems)} mismatched keys in all)" \
             if len(problems) > MAX_LISTED else ""
         raise DrrError(f"{path}: {listed}{more}")
+
+
+def adopt_state_dict(model: torch.nn.Module, state_dict: dict, path) -> torch.nn.Module:
+    """Load `state_dict` (already checked) into `model` built on the meta device, adopting the
+    tensors instead of copying them; the model comes back trainable, in eval mode."""
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_meta:  # cannot happen with strict loading; a guard against silent garbage
+            raise DrrError(f"{path}: key '{name}' was not loaded")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()

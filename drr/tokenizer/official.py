@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from drr.checkpoint import check_keys_and_shapes, read_official_state_dict
+from drr.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
 from drr.errors import DrrError
 from drr.provenance import atomic_path
 from drr.tokenizer.model import RQVAE, RQVAEConfig
@@ -72,10 +72,4 @@ def load_official(path: str | os.PathLike, cfg: RQVAEConfig) -> RQVAE:
     # A shared codebook module is assigned D times; it keeps the last, equal, tensors.
     state_dict = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype)
                   for k, v in state_dict.items()}
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_meta:  # cannot happen with strict loading; a guard against silent garbage
-            raise DrrError(f"{path}: key '{name}' was not loaded")
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model.eval()
+    return adopt_state_dict(model, state_dict, path)

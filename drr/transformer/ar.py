@@ -71,12 +71,7 @@ class ARRQTransformer(RQTransformerBase):
         h, hc = self.context(codes, cond)
         if mask is None:
             mask = torch.ones(codes.shape[:2], dtype=torch.bool, device=codes.device)
-        batch_index, position = mask.nonzero(as_tuple=True)
-        targets = codes[batch_index, position]
-        logits = self.depth_logits(h[batch_index, position], targets)
-        cond_logits = self.cond_classifier(hc) if self.cond_classifier is not None else None
-        return {"logits": logits, "targets": targets, "batch_index": batch_index,
-                "position": position, "cond_logits": cond_logits}
+        return self.scored_outputs(h, hc, codes, mask)
 
     # -- incremental decoding (raster order, key/value cache) ---------------------------------
     def begin(self, cond: torch.Tensor, prefix: torch.Tensor | None = None

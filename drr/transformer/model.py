@@ -298,6 +298,17 @@ class RQTransformerBase(nn.Module):
         v = torch.cat([h[:, None], self.head_mlp(partial)], dim=1) + self.pos_emb_d[:, :steps]
         return self.classifier(self.head_transformer(v, causal=True))
 
+    def scored_outputs(self, h: torch.Tensor, hc: torch.Tensor, codes: torch.Tensor,
+                       mask: torch.Tensor) -> dict:
+        """Teacher-forced logits at the positions in `mask` (the depth transformer runs on those
+        only), from the spatial outputs `h` and the condition outputs `hc` of `context`."""
+        batch_index, position = mask.nonzero(as_tuple=True)
+        targets = codes[batch_index, position]
+        logits = self.depth_logits(h[batch_index, position], targets)
+        cond_logits = self.cond_classifier(hc) if self.cond_classifier is not None else None
+        return {"logits": logits, "targets": targets, "batch_index": batch_index,
+                "position": position, "cond_logits": cond_logits}
+
     def depth_input(self, h: torch.Tensor, partial: torch.Tensor, d: int) -> torch.Tensor:
         """v_nd of eq. 8 for one depth d (0-based), (M, 1, d_model): h (M, d_model) at d = 0,
         else head_mlp(partial), partial = sum_{d'<d} e(S_nd') (M, n_z). For cached decoding."""
@@ -343,12 +354,7 @@ class ContextualRQTransformer(RQTransformerBase):
         'cond_logits': (B, L, V) or None}, M = mask.sum().
         """
         h, hc = self.context(codes, mask, cond)
-        batch_index, position = mask.nonzero(as_tuple=True)
-        targets = codes[batch_index, position]
-        logits = self.depth_logits(h[batch_index, position], targets)
-        cond_logits = self.cond_classifier(hc) if self.cond_classifier is not None else None
-        return {"logits": logits, "targets": targets, "batch_index": batch_index,
-                "position": position, "cond_logits": cond_logits}
+        return self.scored_outputs(h, hc, codes, mask)
 
 
 def build_transformer(config: TransformerConfig, code_embeddings: torch.Tensor | None = None

@@ -22,7 +22,7 @@ import os
 
 import torch
 
-from drr.checkpoint import check_keys_and_shapes, read_official_state_dict
+from drr.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
 from drr.errors import DrrError
 from drr.provenance import atomic_path
 from drr.transformer.model import TransformerConfig, build_transformer
@@ -98,11 +98,6 @@ def load_official(path: str | os.PathLike, config: TransformerConfig,
     cond = state_dict["cond_emb.weight"]
     state_dict["cond_emb.weight"] = torch.cat([cond, cond.new_zeros(1, cond.shape[1])])  # null row
     state_dict["code_emb"] = code_embeddings[:k].detach().to("cpu", torch.float32).clone()
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_meta:  # cannot happen with strict loading; a guard against silent garbage
-            raise DrrError(f"{path}: key '{name}' was not loaded")
-    for p in model.parameters():
-        p.requires_grad_(True)
+    adopt_state_dict(model, state_dict, path)
     model.has_null_condition = False
-    return model.eval()
+    return model

@@ -43,7 +43,6 @@ rule train_transformer:
         config=experiment_config,
         hash=transformer_hash,
         text=text_tokenizer_arg,
-    threads: 2  # the one job that can run at that point of the tiny workflow: use both cores
     resources:
         gpu=1,
     conda:

@@ -46,8 +46,15 @@ def labelled_grid(blocks, out: Path, title: str) -> None:
     plt = pyplot()
     cols = max(b[3].shape[1] for b in blocks)
     rows = sum(b[3].shape[0] for b in blocks)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.6, 1.3 * rows + 0.5 * len(blocks) + 0.4),
-                             squeeze=False)
+    # Fixed margins in inches rather than tight_layout, which would give every row the room of a
+    # block's title row: 1 in images, 0.25 in between (room for a title line), row labels on the left.
+    labels = [textwrap.wrap(str(label), 18)[:3] for b in blocks for label in b[1]]
+    left = 0.25 + 0.1 * max((len(lines) for lines in labels), default=0)  # vertical 6 pt lines
+    top, cell, gap = 0.75, 1.0, 0.25
+    width, height = left + cols * cell + (cols - 1) * 0.06 + 0.1, top + rows * (cell + gap)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=left / width, right=1 - 0.1 / width, top=1 - top / height,
+                        bottom=gap / height, wspace=0.06, hspace=gap / cell)
     r0 = 0
     for block_title, row_labels, col_labels, images in blocks:
         for i in range(images.shape[0]):
@@ -60,12 +67,13 @@ def labelled_grid(blocks, out: Path, title: str) -> None:
                 else:
                     ax.axis("off")
                 if i == 0 and j < len(col_labels):
-                    ax.set_title(col_labels[j] if j else f"{block_title}\n{col_labels[j]}"
+                    ax.set_title(col_labels[j] if j else f"{block_title}: {col_labels[j]}"
                                  if block_title else col_labels[j], fontsize=7, loc="left" if not j else "center")
                 if j == 0:
-                    ax.set_ylabel("\n".join(textwrap.wrap(str(row_labels[i]), 18)[:3]), fontsize=6)
+                    ax.set_ylabel("\n".join(labels[r0 + i]), fontsize=6)
         r0 += images.shape[0]
-    save_png_pdf(fig, out, title, title_size=8, dpi=110)
+    fig.suptitle(title, fontsize=8, y=1 - 0.25 / height)
+    save_png_pdf(fig, out, None, dpi=110, tight=False)
 
 
 def _models(cfg, tokenizer, transformer, device):

@@ -4,6 +4,11 @@
 saves there and a restarted or requeued job (SLURM preemption, a rerun of the same command) loads
 from there, so the saver and the requeue code cannot disagree on the name.
 
+Every torch file a user can hand drr (a checkpoint, a training state, network weights) is read by
+`load_file`: ``torch.load(weights_only=True)``, which unpickles only tensors and plain containers
+and values (plus the few types a caller lists), so a file can never run code; a file that needs
+anything else is refused with one line naming it and the type it asked for.
+
 Also the reading and strict key/shape check of official-layout files (``{'state_dict': ...}``) that
 the RQ-VAE and RQ-Transformer imports share.
 """
@@ -12,10 +17,13 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from numpy._core.multiarray import _reconstruct
 
 from drr.errors import DrrError
 from drr.provenance import atomic_path
@@ -31,6 +39,72 @@ def latest_state(run_dir) -> Path | None:
     """The resumable state of a run, or None for a fresh start."""
     p = state_path(run_dir)
     return p if p.exists() else None
+
+
+# numpy's RNG state (np.random.get_state(): a uint32 array) in a training state: the only types
+# beyond torch's weights-only set that a drr file holds. Rebuilding an array of plain numbers runs
+# no code.
+NUMPY_ARRAY_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct)
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_file(path, what: str, allow=()):
+    """The object in torch file `path`, loaded with ``weights_only=True`` (tensors on the CPU),
+    `allow` naming the extra types it may hold; DrrError naming the file, `what` it should be, and
+    why it cannot be read (absent, empty, truncated, not a torch file, or asking for another
+    Python object, which is refused: a file drr is handed never runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DrrError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise DrrError(f"{path}: {what} is an empty file")
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(str(e))
+        if found is None:
+            raise DrrError(f"{path}: not a readable {what} (not a torch file, or a damaged one)") from None
+        raise DrrError(f"{path}: refused as {what}: it asks to build {found.group(1)}, and drr "
+                       "loads only tensors and plain values from a file (a file never runs code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
+            IndexError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        if "weights_only" in first:
+            first = type(e).__name__
+        raise DrrError(f"{path}: not a readable {what} ({first[:160]})") from None
+
+
+def load_state(path) -> dict:
+    """A training state (train-state.pt) saved by `save`, safely loaded; DrrError if it is not one."""
+    state = load_file(path, "training state", allow=NUMPY_ARRAY_GLOBALS)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise DrrError(f"{path}: field 'step' is missing: not a drr training state")
+    return state
+
+
+def restore(state: dict, path, parts: dict, rank: int = 0) -> int:
+    """Load `parts` (key in the state -> module or optimizer) and this rank's RNG state from a
+    training state read by `load_state`; returns its step. DrrError naming the file and key that
+    does not fit (a state of another model, or a damaged one)."""
+    for key, obj in parts.items():
+        if obj is None:
+            continue
+        try:
+            obj.load_state_dict(state[key])
+        except KeyError:
+            raise DrrError(f"{path}: field '{key}' is missing: not a state of this run") from None
+        except (RuntimeError, ValueError, TypeError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DrrError(f"{path}: field '{key}' does not fit this run ({first[:160]})") from None
+    try:
+        rngs = state["rng"]
+        set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise DrrError(f"{path}: field 'rng' is not a saved random state ({type(e).__name__})") from None
+    return state["step"]
 
 
 def save(obj, path) -> None:
@@ -62,6 +136,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def load_model(path, kind: str, what: str, build, hint: str = ""):
+    """A drr model file of `kind` ('drr-tokenizer', 'drr-transformer'): (model built by
+    ``build(model_config)`` with the file's weights, the file's dict without them). DrrError naming
+    the file and the field that is missing or does not fit; `hint` ends the wrong-kind message."""
+    ckpt = load_file(path, what)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise DrrError(f"{path}: field 'kind' is not '{kind}'{hint}")
+    for field in ("model_config", "state_dict"):
+        if not isinstance(ckpt.get(field), dict):
+            raise DrrError(f"{path}: field '{field}' is missing or not a mapping")
+    try:
+        model = build(ckpt["model_config"])
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: field 'model_config' does not describe a model ({first[:160]})") from None
+    try:
+        model.load_state_dict(ckpt.pop("state_dict"))
+    except (RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: field 'state_dict' does not fit its model_config ({first[:160]})") from None
+    return model, ckpt
+
+
 # --- official-layout checkpoints ({'state_dict': ...}) ---------------------------------------------
 
 MAX_LISTED = 3  # mismatched keys named in an error message
@@ -70,13 +167,7 @@ MAX_LISTED = 3  # mismatched keys named in an error message
 def read_official_state_dict(path, layout: str) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of an official-layout checkpoint file (tensors on the CPU), or a
     DrrError naming the file; `layout` names the expected layout in the message."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DrrError(f"{path}: checkpoint file not found") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DrrError(f"{path}: not a readable torch checkpoint ({first_line})") from None
+    ckpt = load_file(path, f"torch checkpoint (the official {layout} layout)")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official {layout} layout)")
     state_dict = ckpt["state_dict"]

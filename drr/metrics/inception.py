@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drr.checkpoint import load_file
 from drr.errors import DrrError
 
 CANONICAL_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's URL_INCEPTION_V3 basename
@@ -146,6 +147,14 @@ def _torch_fidelity_class():
     return FeatureExtractorInceptionV3
 
 
+def _in_memory(state_dict: dict[str, torch.Tensor]) -> io.BytesIO:
+    """A torch file of `state_dict` in memory (tensors only), for torch-fidelity's constructor."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    return buf
+
+
 def trunk_network(state_dict: dict[str, torch.Tensor], features=(POOL,)):
     """torch-fidelity's FeatureExtractorInceptionV3 with `state_dict` loaded and no fc head.
 
@@ -168,11 +177,9 @@ def trunk_network(state_dict: dict[str, torch.Tensor], features=(POOL,)):
             self.fc = None  # no random head left behind
             return res
 
-    buf = io.BytesIO()
-    torch.save(state_dict, buf)
-    buf.seek(0)
     try:
-        return TrunkInceptionV3("inception-v3-compat", list(features), feature_extractor_weights_path=buf)
+        return TrunkInceptionV3("inception-v3-compat", list(features),
+                                feature_extractor_weights_path=_in_memory(state_dict))
     except RuntimeError as e:  # a shape mismatch from load_state_dict
         raise DrrError(f"Inception trunk weights do not fit torch-fidelity's network: "
                        f"{str(e).splitlines()[0]}") from None
@@ -183,9 +190,14 @@ def canonical_network(path, features=(POOL, LOGITS)):
     path = Path(path)
     if not path.is_file():
         raise DrrError(f"{path}: torch-fidelity Inception weights not found")
+    # Read here with weights_only=True (torch-fidelity's own torch.load would unpickle anything);
+    # torch-fidelity then reads an in-memory copy that holds tensors only.
+    state_dict = load_file(path, "torch-fidelity Inception weights file")
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise DrrError(f"{path}: not torch-fidelity's Inception weights (not a dict of tensors)")
     try:
         return _torch_fidelity_class()("inception-v3-compat", list(features),
-                                       feature_extractor_weights_path=str(path))
+                                       feature_extractor_weights_path=_in_memory(state_dict))
     except (RuntimeError, OSError, ValueError, KeyError) as e:
         raise DrrError(f"{path}: not torch-fidelity's Inception weights ({str(e).splitlines()[0]})") from None
 

@@ -246,9 +246,9 @@ def place(spec: WeightFile, given: Path | None = None, download: bool = True) ->
 
 def compare_trunks(canonical: Path, fid_helper: Path) -> dict:
     """Whether fid-helper's converted trunk equals torch-fidelity's canonical one, per tensor."""
-    import torch
+    from drr.checkpoint import load_file
 
-    canon = torch.load(canonical, map_location="cpu", weights_only=False)
+    canon = load_file(canonical, "torch-fidelity Inception weights file")
     conv = inception.convert_fid_helper(fid_helper)
     keys = sorted(k for k in canon if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
     mine = sorted(k for k in conv if not k.endswith("num_batches_tracked"))

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from drr import checkpoint
-from drr.errors import DrrError
 from drr.provenance import provenance, sha256_file
 
 KIND = "drr-tokenizer"
@@ -30,12 +27,7 @@ def load_tokenizer(path, device="cpu"):
     from drr.tokenizer.model import RQVAE, RQVAEConfig
 
     path = Path(path)
-    if not path.exists():
-        raise DrrError(f"{path}: tokenizer checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-        raise DrrError(f"{path}: field 'kind' is not '{KIND}'; import official checkpoints with "
-                       "python -m drr.tokenizer.import_official")
-    model = RQVAE(RQVAEConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt.pop("state_dict"))
+    model, ckpt = checkpoint.load_model(
+        path, KIND, "tokenizer checkpoint", lambda mc: RQVAE(RQVAEConfig(**mc)),
+        "; import official checkpoints with python -m drr.tokenizer.import_official")
     return model.to(device).eval(), ckpt, sha256_file(path)

@@ -51,14 +51,9 @@ def train(cfg: dict, out: Path) -> Path:
     step = 0
     state_file = checkpoint.latest_state(run_dir)
     if state_file is not None:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt_g.load_state_dict(state["opt_g"])
-        if opt_d is not None:
-            loss_fn.disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        checkpoint.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        step = state["step"]
+        step = checkpoint.restore(checkpoint.load_state(state_file), state_file, {
+            "model": model, "opt_g": opt_g, "disc": loss_fn.disc if opt_d is not None else None,
+            "opt_d": opt_d}, rank)
         if main:
             print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
 

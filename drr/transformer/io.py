@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from drr import checkpoint
-from drr.errors import DrrError
 from drr.provenance import provenance, sha256_file
 
 KIND = "drr-transformer"
@@ -34,12 +31,7 @@ def load_transformer(path, device="cpu"):
     from drr.transformer.model import TransformerConfig, build_transformer
 
     path = Path(path)
-    if not path.exists():
-        raise DrrError(f"{path}: transformer checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-        raise DrrError(f"{path}: field 'kind' is not '{KIND}'")
-    model = build_transformer(TransformerConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt.pop("state_dict"))
+    model, ckpt = checkpoint.load_model(path, KIND, "transformer checkpoint",
+                                        lambda mc: build_transformer(TransformerConfig(**mc)))
     model.has_null_condition = bool(ckpt.get("null_condition", True))
     return model.to(device).eval(), ckpt, sha256_file(path)

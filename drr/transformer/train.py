@@ -106,11 +106,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     step = 0
     state_file = checkpoint.latest_state(run_dir)
     if state_file is not None:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        checkpoint.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        step = state["step"]
+        step = checkpoint.restore(checkpoint.load_state(state_file), state_file,
+                                  {"model": model, "opt": opt}, rank)
         if main:
             print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
     elif main:

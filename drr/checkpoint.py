@@ -110,7 +110,12 @@ def restore(state: dict, path, parts: dict, rank: int = 0) -> int:
 def save(obj, path) -> None:
     """torch.save to a temporary name, then rename: a killed save never leaves a half file."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
+            if "write" not in str(e):
+                raise
+            raise DrrError(f"{path}: cannot be written ({str(e).strip().splitlines()[0][:160]})") from None
 
 
 def rng_state() -> dict:

@@ -7,6 +7,10 @@ every layer, so an error names the file and the key that caused it::
 
     configs/experiments/x.yaml: unknown key 'tokenizer.model.chh' (did you mean 'tokenizer.model.ch'?)
     configs/experiments/x.yaml: key 'tokenizer.train.steps': 'many' is not of type 'integer'
+    configs/experiments/x.yaml: key 'sampling.guidance_scale': .nan is not a finite number
+
+Every number must be finite: a JSON schema cannot refuse NaN (it fails no comparison, so it passes
+every ``minimum``), so `validate` checks finiteness itself, for every number in the config.
 
 The resolved config is a plain nested dict. It is written next to every result (`save_config`) and
 stored in every checkpoint; `config_hash` identifies it in provenance records.
@@ -18,6 +22,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -81,8 +86,28 @@ def _merge(into: dict, layer: dict, source: Path, prefix: str = "") -> None:
             into[key] = copy.deepcopy(value)
 
 
+def _non_finite(node, key: str = "") -> tuple[str, float] | None:
+    """The first (dotted key, value) in `node` that is a NaN or infinite float, or None."""
+    if isinstance(node, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+    elif isinstance(node, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return (key, node) if isinstance(node, float) and not math.isfinite(node) else None
+    for k, v in items:
+        found = _non_finite(v, k)
+        if found:
+            return found
+    return None
+
+
 def validate(cfg: dict, source) -> None:
-    """Check a resolved config against the JSON schema; raise DrrError naming `source` and the key."""
+    """Check a resolved config against the JSON schema, and that every number in it is finite;
+    raise DrrError naming `source` and the key."""
+    bad = _non_finite(cfg)
+    if bad:
+        text = yaml.safe_dump(bad[1]).splitlines()[0]  # .nan, .inf or -.inf, as YAML writes them
+        raise DrrError(f"{source}: key '{bad[0]}': {text} is not a finite number")
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -97,7 +122,7 @@ def load_config(*layers, base=BASE_CONFIG) -> dict:
     validate(cfg, base)
     for layer in layers:
         if isinstance(layer, dict):
-            source, data = "<overrides>", layer
+            source, data = "--set", layer
         else:
             source, data = Path(layer), read_yaml(layer)
         _merge(cfg, data, source)

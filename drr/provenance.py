@@ -36,7 +36,12 @@ def atomic_path(path: str | os.PathLike):
     os.unlink(tmp)
     tmp = Path(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # name the output, not the temporary, in the one-line error
+            if e.filename is None or str(e.filename) == str(tmp):
+                e.filename = str(path)
+            raise
         if path.is_dir() and tmp.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -193,10 +193,10 @@ def resume_difference(old_cfg: dict, cfg: dict, stage: str) -> str | None:
 def start_run(cfg: dict, stage: str, out):
     """Common start of a training run of `stage` ('tokenizer' or 'transformer'): refuse to resume
     a state saved by a run of another config (before anything is written), set up the process
-    group, write the resolved config next to the output (rank 0), check the batch splits over the
-    processes, seed. Returns (rank, world, device, run_dir)."""
+    group, check the batch splits over the processes, seed. Returns (rank, world, device, run_dir).
+    The resolved config is written (`save_run_config`) once the run's inputs have been read."""
     from drr import checkpoint, distributed
-    from drr.config import read_yaml, save_config
+    from drr.config import read_yaml
     from drr.errors import DrrError
 
     run_dir = Path(out).parent
@@ -208,11 +208,17 @@ def start_run(cfg: dict, stage: str, out):
                            f"this config: delete {state.name} in that folder to train from scratch, "
                            "or give another --out")
     rank, world, device = distributed.init()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     batch = cfg[stage]["train"]["batch_size"]
     if batch % world:
         raise DrrError(f"{stage}.train.batch_size {batch} is not divisible by the {world} processes")
     checkpoint.seed_everything(cfg["seed"])
     return rank, world, device, run_dir
+
+
+def save_run_config(cfg: dict, run_dir, main: bool) -> None:
+    """Write the resolved config next to the run's output (rank 0), after the run's inputs were
+    read: a run that fails on its inputs leaves no config.yaml behind and rewrites none."""
+    from drr.config import save_config
+    if main:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, Path(run_dir) / "config.yaml")

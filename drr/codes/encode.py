@@ -19,6 +19,7 @@ import torch
 from drr.cli import config_parser, resolve
 from drr.codes.store import CodeMapWriter
 from drr.errors import DrrError, user_errors
+from drr.lock import hold
 from drr.progress import Progress
 from drr.provenance import provenance
 
@@ -68,7 +69,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     with user_errors():
-        encode_split(resolve(args), args.tokenizer, args.split, args.out)
+        cfg = resolve(args)
+        with hold(args.out.parent, args.out.name):
+            encode_split(cfg, args.tokenizer, args.split, args.out)
 
 
 if __name__ == "__main__":

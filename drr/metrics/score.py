@@ -30,6 +30,7 @@ import numpy as np
 
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
+from drr.lock import hold
 from drr.metrics import maths
 from drr.metrics.samples import PHASE_KEYS, NpzImages, npz_keys, read_captions
 from drr.progress import Progress
@@ -390,9 +391,10 @@ def main(argv=None) -> None:
         phases = args.phase or ["revised"]
         if "all" in phases:
             phases = ["all"]
-        rows = score(cfg, args.samples, args.reference, phases, args.experiment or exp,
-                     args.variant or var, device=args.device, features_cache=args.features_cache)
-        write_rows(rows, args.out)
+        with hold(args.out.parent, args.out.name):  # also: the output folder is writable
+            rows = score(cfg, args.samples, args.reference, phases, args.experiment or exp,
+                         args.variant or var, device=args.device, features_cache=args.features_cache)
+            write_rows(rows, args.out)
         log(f"wrote {args.out} ({len(rows)} row{'s' * (len(rows) != 1)})")
 
 

@@ -53,6 +53,7 @@ import torch
 
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
+from drr.lock import hold
 from drr.provenance import atomic_path
 
 SHARD_FORMAT = 1
@@ -394,9 +395,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        generate(cfg, args.tokenizer, args.transformer, args.out, shard=args.shard,
-                 merge_only=args.merge_only, text_tokenizer=args.text_tokenizer,
-                 captions=args.captions, precision=args.precision, device=args.device)
+        part = "samples" if args.shard is None else f"shard-{args.shard}"
+        with hold(args.out.parent, f"{args.out.name}.{part}"):
+            generate(cfg, args.tokenizer, args.transformer, args.out, shard=args.shard,
+                     merge_only=args.merge_only, text_tokenizer=args.text_tokenizer,
+                     captions=args.captions, precision=args.precision, device=args.device)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drr import checkpoint
+from drr.errors import DrrError
 from drr.provenance import provenance, sha256_file
 
 KIND = "drr-tokenizer"
@@ -31,3 +32,15 @@ def load_tokenizer(path, device="cpu"):
         path, KIND, "tokenizer checkpoint", lambda mc: RQVAE(RQVAEConfig(**mc)),
         "; import official checkpoints with python -m drr.tokenizer.import_official")
     return model.to(device).eval(), ckpt, sha256_file(path)
+
+
+def shared_code_embeddings(model, path):
+    """(K, n_z) code embeddings a transformer starts from: the tokenizer's one shared codebook.
+    A tokenizer with a codebook per depth (``shared_codebook: false``) is refused, naming the file:
+    the transformer embeds the codes of every depth with one table, so the other depths' codes
+    would silently get depth 0's vectors."""
+    if not model.config.shared_codebook:
+        raise DrrError(f"{path}: field 'model_config.shared_codebook' is false; the transformer "
+                       "embeds every depth's codes with one codebook, so it needs a tokenizer "
+                       "with a shared codebook (tokenizer.model.shared_codebook: true)")
+    return model.quantizer.codebook_weights(0)

@@ -22,9 +22,10 @@ import torch
 from drr import checkpoint, distributed
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
+from drr.lock import hold, is_rank0
 from drr.progress import Progress
 from drr.training import (MetricsLog, StepBatchSampler, StopSignal, checkpoint_or_stop,
-                          gather_rng_states, start_run, warmup_constant)
+                          gather_rng_states, save_run_config, start_run, warmup_constant)
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -42,6 +43,7 @@ def train(cfg: dict, out: Path) -> Path:
     main = rank == 0
     tcfg = cfg["tokenizer"]["train"]
     dataset = build_dataset(cfg["data"], cfg["data"]["train_split"])
+    save_run_config(cfg, run_dir, main)
     model = RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])).to(device)
     loss_fn = TokenizerLoss(cfg["tokenizer"]["loss"], cfg["tokenizer"]["model"]["in_channels"]).to(device)
     opt_g = torch.optim.Adam(model.parameters(), lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
@@ -139,7 +141,8 @@ def main(argv=None) -> None:
         if cfg["tokenizer"]["checkpoint"] is not None:
             raise DrrError(f"{args.config[-1]}: key 'tokenizer.checkpoint' is set, so this tokenizer "
                            "is imported, not trained: use python -m drr.tokenizer.import_official")
-        train(cfg, args.out)
+        with hold(args.out.parent, args.out.name, enabled=is_rank0()):
+            train(cfg, args.out)
 
 
 if __name__ == "__main__":

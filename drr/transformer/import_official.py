@@ -28,7 +28,7 @@ from drr.provenance import sha256_file
 
 
 def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
-    from drr.tokenizer.io import load_tokenizer
+    from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.io import save_transformer
     from drr.transformer.model import TransformerConfig
     from drr.transformer.official import load_official
@@ -45,7 +45,7 @@ def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
                        "and set the path")
     tok, _, tok_sha = load_tokenizer(tokenizer)
     model = load_official(src, TransformerConfig.from_experiment(cfg),
-                          tok.quantizer.codebook_weights(0))
+                          shared_code_embeddings(tok, tokenizer))
     del tok
     out.parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out.parent / "config.yaml")

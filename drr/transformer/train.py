@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from drr import checkpoint, distributed
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
+from drr.lock import hold, is_rank0
 from drr.progress import Progress
 from drr.training import (MetricsLog, StopSignal, batch_indices, checkpoint_or_stop,
-                          gather_rng_states, start_run, warmup_cosine)
+                          gather_rng_states, save_run_config, start_run, warmup_cosine)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -80,7 +81,7 @@ def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndar
 def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
           text_tokenizer: Path | None = None) -> Path:
     from drr.codes.store import open_code_map
-    from drr.tokenizer.io import load_tokenizer
+    from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.io import save_transformer
     from drr.transformer.model import (TransformerConfig, build_transformer, masked_nll,
                                        text_nll, text_targets)
@@ -94,7 +95,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
                              codebook_size=mcfg.codebook_size)
     all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
     all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
-    model = build_transformer(mcfg, tok_model.quantizer.codebook_weights(0)).to(device)
+    save_run_config(cfg, run_dir, main)
+    model = build_transformer(mcfg, shared_code_embeddings(tok_model, tokenizer)).to(device)
     del tok_model
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_emb" not in n]
@@ -226,8 +228,11 @@ class TrainJob:
         return self.run()
 
     def run(self) -> str:
-        """Train in this process (torch.distributed settings, if any, from the environment)."""
-        return str(train(*self.args))
+        """Train in this process (torch.distributed settings, if any, from the environment),
+        holding the run folder's lock (rank 0)."""
+        out = self.args[3]
+        with hold(out.parent, out.name, enabled=is_rank0()):
+            return str(train(*self.args))
 
     def checkpoint(self):
         import submitit

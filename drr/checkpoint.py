@@ -113,8 +113,6 @@ def save(obj, path) -> None:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
-            if "write" not in str(e):
-                raise
             raise DrrError(f"{path}: cannot be written ({str(e).strip().splitlines()[0][:160]})") from None
 
 

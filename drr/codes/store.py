@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -105,6 +106,30 @@ class CodeMapWriter:
         return self.folder
 
 
+COLUMNS = ("codes", "index", "label", "caption")
+
+
+def _parquet(path: Path, read):
+    """`read(path)`, with a damaged or truncated Parquet file as a DrrError naming it."""
+    try:
+        return read(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: not a readable Parquet shard ({first[:160]})") from None
+
+
+def _check_columns(table: pa.Table, codes_per_row: int) -> pa.Table:
+    """`table` if it has drr's columns and every row holds `codes_per_row` codes (else ValueError)."""
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"column '{missing[0]}' is missing")
+    lengths = pc.list_value_length(table.column("codes"))
+    if len(table) and (pc.min(lengths).as_py() != codes_per_row
+                       or pc.max(lengths).as_py() != codes_per_row):
+        raise ValueError(f"column 'codes' does not hold {codes_per_row} codes in every row")
+    return table
+
+
 class CodeMap:
     """A finished code map, loaded into memory: `codes` (N, H, W, D) int16, `labels`, `captions`."""
 
@@ -115,7 +140,7 @@ class CodeMap:
         shards = sorted(self.folder.glob("part-*.parquet"))
         if not shards:
             raise DrrError(f"{self.folder}: no part-*.parquet shards")
-        metas = [pq.read_schema(p).metadata or {} for p in shards]
+        metas = [_parquet(p, lambda q: pq.read_schema(q).metadata or {}) for p in shards]
         for p, m in zip(shards, metas):
             if META_KEY not in m:
                 raise DrrError(f"{p}: no '{META_KEY.decode()}' metadata; not written by drr")
@@ -126,8 +151,10 @@ class CodeMap:
                 if other.get(key) != self.meta.get(key):
                     raise DrrError(f"{p}: metadata '{key}' is {other.get(key)!r}, "
                                    f"but {shards[0].name} has {self.meta.get(key)!r}")
-        table = pq.read_table(shards, memory_map=True)
         h, w, d = self.meta["code_shape"]
+        tables = [_parquet(p, lambda q: _check_columns(pq.read_table(q, memory_map=True), h * w * d))
+                  for p in shards]
+        table = pa.concat_tables(tables)
         col = table.column("codes").combine_chunks()
         self.codes = col.values.to_numpy(zero_copy_only=False).reshape(len(col), h, w, d)
         self.index = table.column("index").to_numpy()

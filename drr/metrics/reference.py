@@ -195,6 +195,9 @@ def read_reference(path) -> Reference:
     path = Path(path)
     meta = read_meta(path)
     with np.load(path, allow_pickle=False) as z:
+        for key in ("mu", "sigma"):
+            if key not in z.files:
+                raise DrrError(f"{path}: no '{key}' array; not a drr reference file")
         feats = z["features"] if "features" in z.files else None
         return Reference(path, z["mu"], z["sigma"], feats, meta)
 

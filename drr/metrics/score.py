@@ -129,8 +129,17 @@ def read_rows(path) -> list[dict]:
 # --- checks ----------------------------------------------------------------------------------------
 
 def check_reference(ref, extractor, cfg: dict, resolution: int) -> str | None:
-    """Refuse a reference from another extractor or another dataset; returns a note for imports."""
+    """Refuse a reference from another extractor or another dataset, or whose arrays do not have
+    the extractor's feature width; returns a note for imports."""
     meta, notes = ref.meta, []
+    width = getattr(extractor, "pool_dim", 2048)
+    for key, arr, want in (("mu", ref.mu, (width,)), ("sigma", ref.sigma, (width, width)),
+                           ("features", ref.features, (None, width))):
+        if arr is not None and (arr.ndim != len(want) or any(w is not None and s != w
+                                                             for s, w in zip(arr.shape, want))):
+            raise DrrError(f"{ref.path}: '{key}' has shape {tuple(arr.shape)}; the Inception pool "
+                           f"features are {width} wide, so it should be "
+                           f"{tuple('M' if w is None else w for w in want)}")
     for part, what in (("stats_extractor", "statistics"), ("features_extractor", "features")):
         made = meta.get(part)
         if made is None:
@@ -299,6 +308,9 @@ def score(cfg: dict, samples, reference, phases=("revised",), experiment: str = 
     have = npz_keys(samples)
     if phases == ("all",) or phases == ["all"]:
         phases = [p for p, k in PHASE_KEYS.items() if k in have]
+        if not phases:
+            raise DrrError(f"{samples}: no 'arr_0' array (the ADM evaluator's images) and no "
+                           f"'drafts' (has {', '.join(have) or 'nothing'})")
     for p in phases:
         if p not in PHASE_KEYS:
             raise DrrError(f"--phase {p}: expected revised, draft or all")

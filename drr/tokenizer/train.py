@@ -43,7 +43,6 @@ def train(cfg: dict, out: Path) -> Path:
     main = rank == 0
     tcfg = cfg["tokenizer"]["train"]
     dataset = build_dataset(cfg["data"], cfg["data"]["train_split"])
-    save_run_config(cfg, run_dir, main)
     model = RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])).to(device)
     loss_fn = TokenizerLoss(cfg["tokenizer"]["loss"], cfg["tokenizer"]["model"]["in_channels"]).to(device)
     opt_g = torch.optim.Adam(model.parameters(), lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
@@ -59,6 +58,7 @@ def train(cfg: dict, out: Path) -> Path:
         if main:
             print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
 
+    save_run_config(cfg, run_dir, main)  # inputs and state read: nothing invalid is recorded
     ddp = (torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
            if world > 1 else model)
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)

@@ -91,12 +91,12 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     tcfg = cfg["transformer"]["train"]
     mcfg = TransformerConfig.from_experiment(cfg)
     tok_model, _, tok_sha = load_tokenizer(tokenizer)
+    code_embeddings = shared_code_embeddings(tok_model, tokenizer)
     code_map = open_code_map(codes, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,
                              codebook_size=mcfg.codebook_size)
     all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
     all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
-    save_run_config(cfg, run_dir, main)
-    model = build_transformer(mcfg, shared_code_embeddings(tok_model, tokenizer)).to(device)
+    model = build_transformer(mcfg, code_embeddings).to(device)
     del tok_model
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_emb" not in n]
@@ -116,6 +116,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
         print(f"training {n_params / 1e6:.2f}M parameters on {len(code_map)} code maps "
               f"({codes}), {world} process(es), device {device}", file=sys.stderr, flush=True)
 
+    save_run_config(cfg, run_dir, main)  # inputs and state read: nothing invalid is recorded
     net = torch.compile(model) if tcfg["compile"] else model
     ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)

@@ -518,7 +518,8 @@ def small_fs(tmp_path):
 
     yield make
     for point in mounted:
-        subprocess.run(["umount", str(point)], check=False)
+        # lazy: a file the code under test left open must not keep the mount (and the tmp dir) alive
+        subprocess.run(["umount", "--lazy", str(point)], check=False)
 
 
 def test_read_only_output_folder_is_found_before_any_work(w, small_fs, capsys, monkeypatch):

@@ -16,7 +16,6 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/functions.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
 include: "workflow/rules/transformer.smk"
@@ -27,6 +26,6 @@ include: "workflow/rules/reports.smk"
 
 rule all:
     input:
-        all_targets(),
+        PLAN.all_targets(),
         "reports/index.md",
     default_target: True

@@ -156,38 +156,12 @@ def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir,
         raise SystemExit(1)
 
 
-# What a run's resumable state does not depend on: where data and weights live, how often the run
-# logs and saves, how it is launched and compiled, and (for the transformer) how its tokenizer was
-# trained and how code maps are written.
-RESUME_IGNORED = {"root", "cache_dir", "download", "checkpoint_every", "log_every", "compile",
-                  "precision", "num_workers", "launch", "encode", "checkpoint"}
-RESUME_SECTIONS = {"tokenizer": ("seed", "data", "tokenizer"),
-                   "transformer": ("seed", "data", "tokenizer.name", "tokenizer.model", "transformer")}
-
-
-def _first_difference(old, new, key: str) -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            if k in RESUME_IGNORED:
-                continue
-            d = _first_difference(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{key}.{k}")
-            if d:
-                return d
-        return None
-    return None if old == new else f"{key} {old!r} (this run: {new!r})"
-
-
 def resume_difference(old_cfg: dict, cfg: dict, stage: str) -> str | None:
-    """The first setting in which the run that saved a state differs from `cfg`, or None."""
-    for section in RESUME_SECTIONS[stage]:
-        a, b = old_cfg, cfg
-        for part in section.split("."):
-            a = a.get(part, "<absent>") if isinstance(a, dict) else "<absent>"
-            b = b.get(part, "<absent>") if isinstance(b, dict) else "<absent>"
-        d = _first_difference(a, b, section)
-        if d:
-            return d
-    return None
+    """The first setting in which the run that saved a state differs from `cfg`, or None: the
+    part of the config that can change the stage's result (drr.plan.stage_config), so logging,
+    saving, launch and compile settings may change between a run and its resumption."""
+    from drr.plan import first_difference
+    return first_difference(old_cfg, cfg, stage)
 
 
 def start_run(cfg: dict, stage: str, out):

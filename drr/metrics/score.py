@@ -17,6 +17,8 @@ anything is computed. The reference (drr.metrics.reference) must come from the s
 the one used here (its trunk id), and a computed reference from the config's dataset, reference
 split and resolution; anything else is refused. Progress lines give images/s and the time left.
 Metrics that cannot be computed are null with a ``*_note`` column saying ``n/a (reason)``.
+Every metric also gets a 95% interval (``<metric>_lo``/``_hi``) and its bootstrap replicates
+(``boot_<metric>``, for paired differences): drr.metrics.intervals says how and why.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
 from drr.lock import hold
-from drr.metrics import maths
+from drr.metrics import intervals, maths
 from drr.metrics.samples import PHASE_KEYS, NpzImages, npz_keys, read_captions
 from drr.progress import Progress
 from drr.provenance import atomic_path, provenance, sha256_file, write_text
@@ -83,6 +85,7 @@ ROW_FIELDS = [
     ("wall_s", "float64", "seconds for this row"),
     ("created", "string", "ISO time"),
 ]
+ROW_FIELDS += intervals.row_fields()  # 95% intervals and bootstrap replicates (drr.metrics.intervals)
 
 
 def log(msg: str) -> None:
@@ -92,7 +95,8 @@ def log(msg: str) -> None:
 def arrow_schema():
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+             "float64[]": pa.list_(pa.float64())}
     return pa.schema([(n, types[t]) for n, t, _ in ROW_FIELDS])
 
 
@@ -290,9 +294,23 @@ def score_phase(cfg: dict, samples: Path, phase: str, ref, extractor, clip, clip
     else:
         from drr.metrics.clip import clip_score
         row["clip_score"], row["clip_id"] = clip_score(cos), clip.id
+    labels = read_labels(samples, n)
+    row.update(intervals.row_intervals(row, pool, logits, cos if row.get("clip_score") is not None else None,
+                                       ref, m["pr_k"], labels, f"intervals {samples.parent.name}/{phase}"))
     row.update(images_per_s=round(n / extract_s, 3) if extract_s > 0 else None,
                wall_s=round(time.monotonic() - t0, 3))
     return row
+
+
+def read_labels(samples: Path, n: int):
+    """The class labels of a sample set (the bootstrap's strata), or None."""
+    if "labels" not in npz_keys(samples):
+        return None
+    with np.load(samples) as z:
+        labels = z["labels"]
+    if labels.shape != (n,):
+        raise DrrError(f"{samples}: 'labels' has shape {labels.shape}, expected ({n},)")
+    return labels
 
 
 def score(cfg: dict, samples, reference, phases=("revised",), experiment: str = "experiment",

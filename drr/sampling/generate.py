@@ -14,8 +14,8 @@ Samples 0..num_samples-1 are cut into shards of ``generation.shard_size``; shard
 ``OUT/shards/shard-{i:05d}.npz`` (temporary name, fsync, rename, so a killed job never leaves a
 file that looks finished). ``--shard I`` makes only shard I (one SLURM array task per shard);
 without it every missing shard is made, then merged. A rerun skips finished shards after checking
-they were made with the same config (hash of the resolved config without the keys that cannot
-change a shard: generation.batch_size / grid_samples / speed_batches), transformer and tokenizer
+they were made with the same config (hash of the `samples` stage of drr.plan: the part of the
+resolved config that can change a shard; not generation.batch_size), transformer and tokenizer
 sha256 and conditions; a shard made otherwise is refused with a one-line error naming the file.
 
 Sample i is a pure function of (seed, i): its condition (class i % num_classes, or caption
@@ -39,7 +39,6 @@ and, with drafts, ``OUT/drafts-grid.png``; all atomically, samples.json last.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -57,8 +56,6 @@ from drr.lock import hold
 from drr.provenance import atomic_path
 
 SHARD_FORMAT = 1
-# Keys that change how samples are computed or shown, never which samples a shard holds.
-NON_SAMPLE_KEYS = ("batch_size", "grid_samples", "speed_batches")
 
 
 def log(msg: str) -> None:
@@ -66,16 +63,14 @@ def log(msg: str) -> None:
 
 
 def shard_config(cfg: dict) -> dict:
-    """The resolved config without the keys that cannot change a shard's samples."""
-    c = copy.deepcopy(cfg)
-    for key in NON_SAMPLE_KEYS:
-        c["generation"].pop(key, None)
-    return c
+    """The part of the resolved config that can change a shard's samples (drr.plan, stage samples)."""
+    from drr.plan import stage_config
+    return stage_config(cfg, "samples")
 
 
 def shard_config_hash(cfg: dict) -> str:
-    from drr.config import config_hash
-    return config_hash(shard_config(cfg))
+    from drr.plan import stage_hash
+    return stage_hash(cfg, "samples")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -101,7 +96,8 @@ def config_difference(old: dict | None, new: dict) -> str:
 
 
 def shard_path(out: Path, i: int) -> Path:
-    return Path(out) / "shards" / f"shard-{i:05d}.npz"
+    from drr.plan import SHARD_NAME
+    return Path(out) / "shards" / SHARD_NAME.format(i)
 
 
 def shard_range(cfg: dict, i: int) -> tuple[int, int]:

@@ -14,10 +14,11 @@ rule encode_codes:
     params:
         py=PY,
         config=tokenizer_config,
+        hash=tokenizer_hash("codes"),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.codes.encode --config {params.config} --tokenizer {input.tokenizer}"
-        " --split {wildcards.split} --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.codes.encode --config {params.config:q} --tokenizer {input.tokenizer:q}"
+        " --split {wildcards.split:q} --out {output:q} > {log:q} 2>&1"

@@ -3,6 +3,12 @@
 # experiment, or all of them) and its cells; configs/published.yaml holds the paper's numbers.
 # Each cell is its own target (results/metrics/<experiment>/<cell>.parquet), so a report rebuilds
 # only the cells that changed, and a cell changes only sampling: no model is retrained.
+TABLES, FIGURES = PLAN.report_names("table"), PLAN.report_names("figure")
+MISSING = {n: PLAN.missing_reason(n) for n in PLAN.report_names("table", False) + PLAN.report_names("figure", False)}
+ABLATION = PLAN.suite["ablation"]
+FIG5 = PLAN.studies.pictures["fig5"]
+
+
 rule report_table:
     input:
         unpack(report_inputs),
@@ -15,11 +21,12 @@ rule report_table:
     params:
         py=PY,
         suite=config["suite"],
+        hash=report_hash,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.tables --suite {params.suite} --report {wildcards.report}"
-        " --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.tables --suite {params.suite:q} --report {wildcards.report:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule report_figure:
@@ -35,16 +42,17 @@ rule report_figure:
     params:
         py=PY,
         suite=config["suite"],
+        hash=report_hash,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.figures --suite {params.suite} --figure {wildcards.report}"
-        " --out {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.figures --suite {params.suite:q} --figure {wildcards.report:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure5:
     input:
-        unpack(lambda w: sampling_inputs(SimpleNamespace(experiment=ABLATION))),
+        unpack(lambda w: PLAN.sampling_inputs(ABLATION)),
     output:
         png=report("reports/fig5.png", category="Figures", caption="../report/figure.rst"),
         pdf="reports/fig5.pdf",
@@ -53,8 +61,9 @@ rule figure5:
         "results/reports/fig5.log",
     params:
         py=PY,
-        config=experiment_file(ABLATION),
-        t_draft=" ".join(str(t) for t in FIG5["t_draft"]),
+        config=PLAN.experiment_file(ABLATION) if ABLATION else None,
+        hash=lambda w: drr.plan.config_hash([FIG5, PLAN.hash("pictures", ABLATION)]),
+        t_draft=[str(t) for t in FIG5["t_draft"]],
         m=FIG5["revise_iterations"],
         n=FIG5["samples"],
     resources:
@@ -62,9 +71,9 @@ rule figure5:
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.pictures progression --config {params.config} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} --t-draft {params.t_draft} --revise-iterations {params.m}"
-        " --samples {params.n} --out {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.pictures progression --config {params.config:q}"
+        " --tokenizer {input.tokenizer:q} --transformer {input.transformer:q} --t-draft {params.t_draft:q}"
+        " --revise-iterations {params.m:q} --samples {params.n:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule condition_grid:
@@ -82,14 +91,16 @@ rule condition_grid:
     params:
         py=PY,
         config=experiment_config,
+        hash=lambda w: drr.plan.config_hash([PLAN.studies.pictures, PLAN.hash("pictures", w.experiment)]),
         args=grid_args,
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.pictures conditions --config {params.config} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} {params.args} --out {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.pictures conditions --config {params.config:q}"
+        " --tokenizer {input.tokenizer:q} --transformer {input.transformer:q} {params.args:q}"
+        " --out {output.png:q} > {log:q} 2>&1"
 
 
 rule inpainting_comparison:
@@ -103,23 +114,23 @@ rule inpainting_comparison:
     log:
         "results/figures/{ar}/inpainting-vs-{contextual}.log",
     wildcard_constraints:
-        ar=one_of(list(AR_PARTNER)),
-        contextual=one_of(sorted(set(AR_PARTNER.values()))),
+        ar=one_of(PLAN.ar_partner),
+        contextual=one_of(PLAN.ar_partner.values()),
     params:
         py=PY,
+        labels=lambda w: [f"Contextual RQ-Transformer ({w.contextual})", f"AR RQ-Transformer ({w.ar})"],
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.pictures compare --images {input.contextual} {input.ar}"
-        " --labels 'Contextual RQ-Transformer ({wildcards.contextual})' 'AR RQ-Transformer ({wildcards.ar})'"
-        " --out {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.pictures compare --images {input.contextual:q} {input.ar:q}"
+        " --labels {params.labels:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule report_index:
     input:
-        tables=[f"reports/{t}.md" for t in report_targets()[0]],
-        figures=[f"reports/{f}.png" for f in report_targets()[1]],
-        pictures=picture_targets(),
+        tables=[f"reports/{t}.md" for t in TABLES],
+        figures=[f"reports/{f}.png" for f in FIGURES],
+        pictures=PLAN.picture_targets(),
     output:
         "reports/index.md",
     log:
@@ -127,11 +138,11 @@ rule report_index:
     params:
         py=PY,
         suite=config["suite"],
-        tables=" ".join(report_targets()[0]),
-        figures=" ".join(report_targets()[1]),
-        missing=" ".join(f"'{f}={missing_reason(f)}'" for f in TABLES + FIGURES if not report_available(f)),
+        tables=TABLES,
+        figures=FIGURES,
+        missing=[f"{n}={why}" for n, why in MISSING.items()],
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.reports.index --suite {params.suite} --out {output} --tables {params.tables}"
-        " --figures {params.figures} --pictures {input.pictures} --missing {params.missing} > {log} 2>&1"
+        "{params.py:q} -m drr.reports.index --suite {params.suite:q} --out {output:q} --tables {params.tables:q}"
+        " --figures {params.figures:q} --pictures {input.pictures:q} --missing {params.missing:q} > {log:q} 2>&1"

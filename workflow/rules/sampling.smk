@@ -1,7 +1,7 @@
 # Sampling stage (paper §3.3, Algorithm 2): Draft-and-Revise samples of every experiment and
-# variant ("default", or an ablation file configs/ablations/<variant>.yaml), made in shards that
-# run as parallel (GPU) jobs and are merged into one samples.npz for the metrics stage; the
-# speed measurement of Table 4; and the inpainting figure of App. D.3.
+# variant ("default", or an ablation cell of configs/studies.yaml such as t_draft=16), made in
+# shards that run as parallel (GPU) jobs and are merged into one samples.npz for the metrics
+# stage; the speed measurement of Table 4; and the inpainting figure of App. D.3.
 
 
 rule generate_shard:
@@ -11,29 +11,27 @@ rule generate_shard:
         "results/samples/{experiment}/{variant}/shards/shard-{shard}.npz",
     log:
         "results/samples/{experiment}/{variant}/shards/shard-{shard}.log",
-    wildcard_constraints:
-        shard=r"\d{5}",
     params:
         py=PY,
-        configs=variant_configs,
-        hash=samples_hash,
+        configs=variant_args,
+        hash=variant_hash("samples"),
         text=text_condition_args,
+        out=lambda w: f"results/samples/{w.experiment}/{w.variant}",
         shard=lambda w: int(w.shard),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} {params.text}"
-        " --out results/samples/{wildcards.experiment}/{wildcards.variant} --shard {params.shard}"
-        " > {log} 2>&1"
+        "{params.py:q} -m drr.sampling.generate {params.configs:q} --tokenizer {input.tokenizer:q}"
+        " --transformer {input.transformer:q} {params.text:q}"
+        " --out {params.out:q} --shard {params.shard:q} > {log:q} 2>&1"
 
 
 rule merge_samples:
     input:
         unpack(sampling_inputs),
-        shards=shard_files,
+        shards=lambda w: _plan("shard_files", w.experiment, w.variant),
     output:
         npz="results/samples/{experiment}/{variant}/samples.npz",
         json="results/samples/{experiment}/{variant}/samples.json",
@@ -42,16 +40,16 @@ rule merge_samples:
         "results/samples/{experiment}/{variant}/merge.log",
     params:
         py=PY,
-        configs=variant_configs,
+        configs=variant_args,
+        hash=variant_hash("merge"),
         text=text_condition_args,
+        out=lambda w: f"results/samples/{w.experiment}/{w.variant}",
     conda:
         "../../environment.yml"
     shell:
-        "({params.py} -m drr.sampling.generate {params.configs} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} {params.text}"
-        " --out results/samples/{wildcards.experiment}/{wildcards.variant} --merge-only"
-        " && cp results/samples/{wildcards.experiment}/{wildcards.variant}/grid.png {output.grid})"
-        " > {log} 2>&1"
+        "({params.py:q} -m drr.sampling.generate {params.configs:q} --tokenizer {input.tokenizer:q}"
+        " --transformer {input.transformer:q} {params.text:q} --out {params.out:q} --merge-only"
+        " && cp {params.out:q}/grid.png {output.grid:q}) > {log:q} 2>&1"
 
 
 rule sampling_speed:
@@ -63,21 +61,22 @@ rule sampling_speed:
         "results/speed/{experiment}/{variant}.log",
     params:
         py=PY,
-        configs=variant_configs,
+        configs=variant_args,
+        hash=variant_hash("speed"),
         text=text_condition_args,
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.sampling.speed {params.configs} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} {params.text} --json {output} > {log} 2>&1"
+        "{params.py:q} -m drr.sampling.speed {params.configs:q} --tokenizer {input.tokenizer:q}"
+        " --transformer {input.transformer:q} {params.text:q} --json {output:q} > {log:q} 2>&1"
 
 
 rule inpainting_figure:
     input:
         unpack(sampling_inputs),
-        codes=lambda w: codes_dir(EXPERIMENTS[w.experiment], EXPERIMENTS[w.experiment]["data"]["eval_split"]),
+        codes=lambda w: PLAN.eval_codes(w.experiment),
     output:
         "reports/figures/{experiment}/inpainting.png",
     log:
@@ -85,11 +84,13 @@ rule inpainting_figure:
     params:
         py=PY,
         config=experiment_config,
-        text=lambda w, input: f"--text-tokenizer {input.text}" if "text" in input.keys() else "",
+        hash=experiment_hash("pictures"),
+        text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.sampling.inpaint --config {params.config} --tokenizer {input.tokenizer}"
-        " --transformer {input.transformer} --codes {input.codes} {params.text} --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.sampling.inpaint --config {params.config:q} --tokenizer {input.tokenizer:q}"
+        " --transformer {input.transformer:q} --codes {input.codes:q} {params.text:q} --out {output:q}"
+        " > {log:q} 2>&1"

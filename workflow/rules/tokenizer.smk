@@ -10,36 +10,36 @@ rule train_tokenizer:
     benchmark:
         "results/tokenizers/{tokenizer}/train.benchmark.tsv"
     wildcard_constraints:
-        tokenizer=one_of(TRAINED),
+        tokenizer=one_of(PLAN.trained_tokenizers),
     params:
         py=PY,
         config=tokenizer_config,
-        hash=tokenizer_hash,
+        hash=tokenizer_hash("tokenizer"),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.tokenizer.train --config {params.config} --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.tokenizer.train --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule import_tokenizer:
     input:
-        official=lambda w: EXPERIMENTS[TOKENIZER_OF[w.tokenizer]]["tokenizer"]["checkpoint"],
+        official=lambda w: PLAN.experiments[PLAN.tokenizer_of[w.tokenizer]]["tokenizer"]["checkpoint"],
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
     log:
         "results/tokenizers/{tokenizer}/import.log",
     wildcard_constraints:
-        tokenizer=one_of(IMPORTED),
+        tokenizer=one_of(PLAN.imported_tokenizers),
     params:
         py=PY,
         config=tokenizer_config,
-        hash=tokenizer_hash,
+        hash=tokenizer_hash("tokenizer"),
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.tokenizer.import_official --config {params.config} --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.tokenizer.import_official --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_tokenizer:
@@ -54,10 +54,11 @@ rule report_tokenizer:
     params:
         py=PY,
         config=tokenizer_config,
+        hash=tokenizer_hash("tokenizer_report"),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.tokenizer.report --config {params.config} --tokenizer {input.tokenizer}"
-        " --json {output.json} --markdown {output.markdown} --png {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.tokenizer.report --config {params.config:q} --tokenizer {input.tokenizer:q}"
+        " --json {output.json:q} --markdown {output.markdown:q} --png {output.png:q} > {log:q} 2>&1"

@@ -9,22 +9,27 @@
 
 rule train_text_tokenizer:
     input:
-        codes=lambda w: codes_dir(EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]],
-                                  EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]]["data"]["train_split"]),
+        codes=lambda w: PLAN.codes_dir(PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]],
+                                       PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]]["data"]["train_split"]),
     output:
         "results/text/{tokenizer}/bpe.json",
     log:
         "results/text/{tokenizer}/bpe.log",
     wildcard_constraints:
-        tokenizer=one_of(sorted(TEXT_TOKENIZER_OF)),
+        tokenizer=one_of(PLAN.text_tokenizer_of),
     params:
         py=PY,
-        vocab=lambda w: EXPERIMENTS[TEXT_TOKENIZER_OF[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
+        vocab=lambda w: PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.text.train_bpe --codes {input.codes} --vocab-size {params.vocab}"
-        " --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.text.train_bpe --codes {input.codes:q} --vocab-size {params.vocab:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+_TRAIN_SHELL = (
+    "{params.py:q} -m drr.transformer.train --config {params.config:q} --tokenizer {input.tokenizer:q}"
+    " --codes {input.codes:q} {params.text:q} --out {output:q} > {log:q} 2>&1")
 
 
 rule train_transformer:
@@ -37,12 +42,12 @@ rule train_transformer:
     benchmark:
         "results/transformers/{experiment}/train.benchmark.tsv"
     wildcard_constraints:
-        experiment=one_of(TRAINED_INPROCESS),
+        experiment=one_of(PLAN.trained_inprocess),
     params:
         py=PY,
         config=experiment_config,
-        hash=transformer_hash,
-        text=text_tokenizer_arg,
+        hash=experiment_hash("transformer"),
+        text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
     conda:
@@ -59,12 +64,12 @@ rule submit_transformer:
     log:
         "results/transformers/{experiment}/submit.log",
     wildcard_constraints:
-        experiment=one_of(TRAINED_SUBMITTED),
+        experiment=one_of(PLAN.trained_submitted),
     params:
         py=PY,
         config=experiment_config,
-        hash=transformer_hash,
-        text=text_tokenizer_arg,
+        hash=experiment_hash("transformer"),
+        text=option("--text-tokenizer", "text"),
     conda:
         "../../environment.yml"
     shell:
@@ -77,31 +82,30 @@ localrules:
 
 rule import_transformer:
     input:
-        tokenizer=lambda w: f"{tokenizer_dir(EXPERIMENTS[w.experiment])}/checkpoint.pt",
-        official=lambda w: EXPERIMENTS[w.experiment]["transformer"]["checkpoint"],
+        tokenizer=lambda w: PLAN.transformer_inputs(w.experiment)["tokenizer"],
+        official=lambda w: PLAN.experiments[w.experiment]["transformer"]["checkpoint"],
     output:
         "results/transformers/{experiment}/checkpoint.pt",
     log:
         "results/transformers/{experiment}/import.log",
     wildcard_constraints:
-        experiment=one_of(IMPORTED_TRANSFORMERS),
+        experiment=one_of(PLAN.imported_transformers),
     params:
         py=PY,
         config=experiment_config,
-        hash=transformer_hash,
+        hash=experiment_hash("transformer"),
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.transformer.import_official --config {params.config}"
-        " --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"
+        "{params.py:q} -m drr.transformer.import_official --config {params.config:q}"
+        " --tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_transformer:
     input:
         unpack(transformer_inputs),
         transformer="results/transformers/{experiment}/checkpoint.pt",
-        eval_codes=lambda w: codes_dir(EXPERIMENTS[w.experiment],
-                                       EXPERIMENTS[w.experiment]["data"]["eval_split"]),
+        eval_codes=lambda w: PLAN.eval_codes(w.experiment),
     output:
         json="results/transformers/{experiment}/report.json",
         markdown="reports/transformers/{experiment}.md",
@@ -111,12 +115,13 @@ rule report_transformer:
     params:
         py=PY,
         config=experiment_config,
-        text=text_tokenizer_arg,
+        hash=experiment_hash("transformer_report"),
+        text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
-        "{params.py} -m drr.transformer.report --config {params.config} --transformer {input.transformer}"
-        " --codes {input.eval_codes} {params.text} --json {output.json}"
-        " --markdown {output.markdown} --png {output.png} > {log} 2>&1"
+        "{params.py:q} -m drr.transformer.report --config {params.config:q} --transformer {input.transformer:q}"
+        " --codes {input.eval_codes:q} {params.text:q} --json {output.json:q}"
+        " --markdown {output.markdown:q} --png {output.png:q} > {log:q} 2>&1"

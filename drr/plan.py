@@ -41,6 +41,9 @@ NEUTRAL = {
     "transformer.train.log_every": "how often metrics are logged",
     "transformer.train.compile": "torch.compile runs the same model",
     "transformer.launch": "where and how long training runs (SLURM settings, submitit)",
+    "generation.batch_size": "samples decoded together; sample i depends on (seed, i) only "
+                             "(tests/test_generate.py: the same samples at batch 1, 3, 8); the speed "
+                             "measurement has its own generation.speed_batch_size",
     "generation.grid_samples": "samples in the PNG grid (merge stage only: the `merge` stage keeps it)",
     "generation.speed_batches": "how many batches the speed measurement averages over",
     "metrics.batch_size": "Inception is per-image; the feature cache key (drr.metrics.score) omits it",
@@ -58,11 +61,11 @@ STAGES = {
                     "transformer.model", "transformer.train"],
     "transformer_report": ["seed", "data.eval_split", "transformer.model", "transformer.train.precision"],
     "samples": ["seed", "tokenizer.name", "tokenizer.model", "transformer.checkpoint",
-                "transformer.model", "sampling", "generation", "-generation.batch_size",
+                "transformer.model", "sampling", "generation", "-generation.speed_batch_size",
                 "-generation.ablation_samples"],
     "merge": ["seed", "tokenizer.name", "tokenizer.model", "transformer.model", "sampling", "generation",
-              "-generation.batch_size", "-generation.ablation_samples", "generation.grid_samples"],
-    "speed": ["seed", "tokenizer.model", "transformer.model", "sampling", "generation.batch_size",
+              "-generation.speed_batch_size", "-generation.ablation_samples", "generation.grid_samples"],
+    "speed": ["seed", "tokenizer.model", "transformer.model", "sampling", "generation.speed_batch_size",
               "generation.conditions"],
     "reference": ["data", "-data.train_split", "-data.eval_split", "metrics.reference_split",
                   "metrics.reference_images", "metrics.pr_reference_size", "metrics.fid_network"],
@@ -461,6 +464,8 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"transformer:{exp}", stage_hash(cfg, "transformer"), *model)
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")
+    timed = {(e, "default") for e in plan.experiments}  # speed files: defaults, and the runs of speed reports
+    timed |= {run for r in plan.reports if plan.reports[r].speed and plan.available(r) for run in plan.report_runs(r)}
     for exp, variants in _variants(plan).items():
         tok = plan.experiments[exp]["tokenizer"]["name"]
         for v in variants:
@@ -468,7 +473,8 @@ def jobs(plan: Plan) -> dict[str, Job]:
             deps = (f"tokenizer:{tok}", f"transformer:{exp}")
             add(f"samples:{exp}/{v}", config_hash([stage_config(cfg, "samples"), stage_config(cfg, "merge")]),
                 *deps)
-            add(f"speed:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
+            if (exp, v) in timed:
+                add(f"speed:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
             add(f"metrics:{exp}/{v}", stage_hash(cfg, "metrics"), f"samples:{exp}/{v}",
                 f"reference:{plan.reference_of[exp]}")
     for report in plan.reports:
@@ -479,13 +485,16 @@ def jobs(plan: Plan) -> dict[str, Job]:
         if plan.reports[report].speed:
             needs += [f"speed:{e}/{v}" for e, v in runs]
         add(f"report:{report}", config_hash(plan.report_spec(report)), *needs)
+    add("report:index", config_hash(sorted(plan.reports)),
+        *(f"report:{r}" for r in plan.reports if plan.available(r)))
     return out
 
 
-def rebuilt(old: Plan, new: Plan) -> set[str]:
+def rebuilt(old: Plan | dict, new: Plan | dict) -> set[str]:
     """The jobs of `new` that Snakemake reruns when `old`'s results exist: those whose rerun
-    parameter changed or that are new, and everything that reads their outputs."""
-    a, b = jobs(old), jobs(new)
+    parameter changed or that are new, and everything that reads their outputs. Either may be
+    given as its `jobs(plan)` (a plan reads configs/published.yaml only when its jobs are listed)."""
+    a, b = (p if isinstance(p, dict) else jobs(p) for p in (old, new))
     changed = {k for k, j in b.items() if k not in a or a[k].hash != j.hash}
     grew = True
     while grew:

@@ -3,7 +3,6 @@
 A *variant* of an experiment is what its samples, metrics and speed files are named by:
 
 ``default``          the experiment config itself;
-``<name>``           an override file configs/ablations/<name>.yaml on top of it;
 ``k=v[,k=v...]``     an ablation *cell*: values of the short parameters of configs/studies.yaml
                      (``t_draft=16``, ``t_draft=8,strategy=top-c``), generated with
                      ``generation.ablation_samples`` samples and with drafts kept;
@@ -139,7 +138,8 @@ class Studies:
             if self.is_cell(variant):
                 layers.append(override_from_dotted(self.cell_settings(experiment, self.parse_cell(variant))))
             elif variant != "default":
-                layers.append(self.root / "configs" / "ablations" / f"{variant}.yaml")
+                raise DrrError(f"variant {variant!r}: not 'default', 'base' nor a cell "
+                               f"(parameter=value[,...] of {STUDIES_FILE})")
             self._configs[key] = load_config(*layers)
         return self._configs[key]
 

@@ -331,7 +331,7 @@ def test_generate_speed_and_inpaint_run_with_kind_ar(trained, tmp_path):
                          trained["model"], tmp_path / "drafts")
 
     speed_json = tmp_path / "speed.json"
-    speed_mod.main(["--config", str(trained["config"]), "--set", "generation.batch_size=2",
+    speed_mod.main(["--config", str(trained["config"]), "--set", "generation.speed_batch_size=2",
                     "--set", "generation.speed_batches=1", "--tokenizer", str(trained["tok"]),
                     "--transformer", str(trained["model"]), "--json", str(speed_json)])
     sp = json.loads(speed_json.read_text())

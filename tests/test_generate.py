@@ -210,7 +210,7 @@ def test_wrong_tokenizer_is_refused(setup, tmp_path, capsys):
 
 def test_speed_cli_times_draft_revise_and_decode(setup, tmp_path):
     out = tmp_path / "speed.json"
-    speed_mod.main(["--config", str(setup["config"]), "--set", "generation.batch_size=4",
+    speed_mod.main(["--config", str(setup["config"]), "--set", "generation.speed_batch_size=4",
                     "--set", "generation.speed_batches=2", "--tokenizer", str(setup["tok"]),
                     "--transformer", str(setup["model"]), "--json", str(out)])
     rec = json.loads(out.read_text())

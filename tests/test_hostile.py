@@ -616,3 +616,53 @@ def test_killing_only_the_workflow_process_stops_its_trainer(w, tmp_path):
     logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert logged == list(range(1, steps + 1))
     assert torch.load(out, weights_only=True)["kind"] == "drr-transformer"
+
+
+# --- shell injection: wildcards and quoting --------------------------------------------------------
+
+SHELL_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def shell_templates(text: str) -> list[str]:
+    """The string literals of every `shell:` of a rule file and of module-level *_SHELL strings."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        start = re.match(r"^(\s*)shell:\s*$", line) or re.match(r"^(_\w*SHELL)\s*=\s*\($", line)
+        if start:
+            i += 1
+            while i < len(lines) and lines[i].strip().startswith(('"', "'")):
+                out.append(lines[i].strip())
+                i += 1
+            continue
+        i += 1
+    return out
+
+
+def test_every_shell_quotes_what_it_interpolates():
+    found = 0
+    for path in sorted((REPO / "workflow/rules").glob("*.smk")):
+        for literal in shell_templates(path.read_text()):
+            for field in SHELL_FIELD.findall(literal):
+                found += 1
+                assert field.endswith(":q"), f"{path.name}: {{{field}}} is not quoted (use {{{field}:q}})"
+    assert found > 50  # the parser saw the rules' shells
+
+
+@pytest.mark.parametrize("target", [
+    "results/metrics/tiny/x$(touch PWNED)y.parquet",            # an override-file name (issue 15)
+    "results/metrics/tiny/t_draft=$(touch PWNED).parquet",      # shell syntax in a cell value
+    "results/samples/tiny/t_draft=8 x/shards/shard-00000.npz",  # a space splits an argument
+    "results/metrics/tiny;touch PWNED/default.parquet",          # an experiment name
+])
+def test_a_target_with_shell_syntax_is_refused_before_any_job(tmp_path, target):
+    """The wildcards match only what the plan can make, so no rule matches and nothing runs."""
+    from workflow_fixtures import SNAKEMAKE, copy_workflow
+
+    cwd = copy_workflow(tmp_path)
+    run = subprocess.run([*SNAKEMAKE, "--cores", "1", target], cwd=cwd, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0
+    assert "MissingRuleException" in run.stdout + run.stderr or \
+        "No rule to produce" in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
+    assert not list(cwd.rglob("PWNED")) and not (cwd / "results").exists()

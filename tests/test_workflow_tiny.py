@@ -40,6 +40,7 @@ generation:
   batch_size: 20
   shard_size: 20
   grid_samples: 16
+  speed_batch_size: 20
   speed_batches: 1
 metrics:
   reference_images: 64
@@ -167,16 +168,68 @@ def test_tiny_workflow_builds_everything(workdir):
     assert html.returncode == 0, html.stderr[-2000:]
     assert (workdir / "report.html").stat().st_size > 100_000
 
+    # edits that change no result (a SLURM time limit, intervals, batch sizes) plan nothing
+    experiment = workdir / "configs/experiments/tiny.yaml"
+    neutral = (FAST_TINY.replace("    log_every: 5", "    log_every: 3")
+               .replace("  batch_size: 20\n", "  batch_size: 10\n")
+               .replace("    batch_size: 128\n", "    batch_size: 64\n")
+               .replace("transformer:\n  train:", "transformer:\n  launch:\n    timeout_min: 100\n  train:"))
+    assert neutral.count("log_every: 3") == 2 and "timeout_min" in neutral and "batch_size: 64" in neutral
+    experiment.write_text(neutral)
+    again = snakemake(workdir, "--dry-run")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, (again.stdout + again.stderr)[-3000:]
+    # a training hyper-parameter plans that model and what is built on it, and nothing else
+    experiment.write_text(FAST_TINY.replace("transformer:\n  train:", "transformer:\n  train:\n    lr: 5.0e-4"))
+    counts = planned(workdir)
+    assert counts.get("train_transformer") == 1 and "train_tokenizer" not in counts, counts
+    assert "encode_codes" not in counts and "reference_stats" not in counts, counts
+    experiment.write_text(FAST_TINY)
+
     # one new T_draft value: only its cell (samples, metrics) and Figure 4(a) are planned
     studies = workdir / "configs/studies.yaml"
     studies.write_text(studies.read_text().replace("cells: [{t_draft: [4, 8]}]",
                                                    "cells: [{t_draft: [2, 8]}]"))
-    plan = snakemake(workdir, "reports/fig4a.png", "--dry-run", "--quiet", "rules")
-    assert plan.returncode == 0, plan.stderr[-2000:]
-    counts = {p[0]: int(p[1]) for p in (line.split() for line in plan.stdout.splitlines())
-              if len(p) == 2 and p[1].isdigit()}
+    counts = planned(workdir, "reports/fig4a.png")
     assert counts == {"generate_shard": 1, "merge_samples": 1, "compute_metrics": 1,
-                      "report_figure": 1, "total": 4}, plan.stdout
+                      "report_figure": 1, "total": 4}, counts
+
+    # killed while it generates that cell's shard: the plain command again finishes the work, and a
+    # file left at the shard's path by the killed job is not taken for a finished one
+    killed_then_rerun(workdir, "reports/fig4a.png", "results/samples/tiny/t_draft=2/shards/shard-00000")
+
+
+def planned(workdir, *targets) -> dict[str, int]:
+    plan = snakemake(workdir, *targets, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    return {p[0]: int(p[1]) for p in (line.split() for line in plan.stdout.splitlines())
+            if len(p) == 2 and p[1].isdigit()}
+
+
+def killed_then_rerun(workdir, target, shard):
+    import signal
+    import time
+
+    import numpy as np
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    run = subprocess.Popen([*SNAKEMAKE, "--cores", "2", target], cwd=workdir, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log, npz = workdir / f"{shard}.log", workdir / f"{shard}.npz"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not log.exists() and run.poll() is None:
+        time.sleep(0.1)
+    assert log.exists(), "the shard job did not start"
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake, its job's shell and the generator at once
+    run.wait()
+    assert list((workdir / ".snakemake/incomplete").iterdir()), "Snakemake marked no job incomplete"
+    if not npz.exists():  # what a job killed while writing in place would leave
+        npz.write_bytes(b"not a finished shard")
+    rerun = snakemake(workdir, target)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "IncompleteFilesException" not in rerun.stderr
+    with np.load(npz) as z:
+        assert z["arr_0"].shape[0] == 12
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ revise phase and the tokenizer's decoding of the code maps to images.
         --json results/speed/in256-crq-821m-tdraft8.json [--precision fp32|bf16] [--device cuda]
 
 The paper generates 5,000 samples at batch 100 and reports s/sample. Here: one warm-up batch of
-``generation.batch_size`` samples (not timed), then ``generation.speed_batches`` timed batches;
-s/sample of a phase = its total time / (speed_batches x batch_size). Conditions are those of
+``generation.speed_batch_size`` samples (not timed), then ``generation.speed_batches`` timed
+batches; s/sample of a phase = its total time / (speed_batches x speed_batch_size). (The batch
+size of generation itself, ``generation.batch_size``, changes no sample and no speed figure.) Conditions are those of
 generation (samples 0, 1, ...; text models need --text-tokenizer/--captions), seeds from
 ``sample_seeds``.
 
@@ -120,7 +121,7 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str = "fp3
     ar = isinstance(settings, ARSettings)
     phases = AR_PHASES if ar else PHASES
     conds = Conditions(cfg, text_tokenizer, captions)
-    bs, batches = cfg["generation"]["batch_size"], cfg["generation"]["speed_batches"]
+    bs, batches = cfg["generation"]["speed_batch_size"], cfg["generation"]["speed_batches"]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = {p: [] for p in phases}

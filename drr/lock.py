@@ -151,3 +151,51 @@ def watch_owner() -> threading.Event | None:
 
     threading.Thread(target=run, name="drr-owner-watch", daemon=True).start()
     return stop
+
+
+# --- the Snakemake session of a working directory ------------------------------------------------
+
+SESSION_FILE = "drr-session.lock"
+_session = None  # the open session file of this process: its flock lasts as long as the process
+
+
+def claim_session(state_dir=".snakemake") -> list[Path]:
+    """Mark this process as a live Snakemake session of the working directory, and remove the
+    locks of sessions that are no longer alive; returns the lock files removed.
+
+    Snakemake locks a working directory with plain files (``.snakemake/locks/*.lock``) that a
+    killed run (SIGKILL, a closed login shell, a lost node) leaves behind, so the plain command
+    again stops with LockException until someone runs ``--unlock``. Here every session of this
+    workflow holds a shared flock on ``.snakemake/drr-session.lock`` for its whole life (the
+    operating system drops it when the process dies). A session that can take the lock
+    exclusively, even for a moment, knows that no other session is alive, so any Snakemake lock
+    files are stale: it removes them (what ``--unlock`` does) and keeps its shared lock. A session
+    that cannot take it leaves the lock files alone, and Snakemake refuses to run beside the live
+    one as it always does. Where the file system has no locks, nothing is removed."""
+    global _session
+    state = Path(state_dir)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        f = open(state / SESSION_FILE, "a+")
+    except OSError:
+        return []
+    removed: list[Path] = []
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass                                   # another session is alive: its locks are real
+    except OSError:
+        f.close()
+        return []
+    else:
+        for path in sorted((state / "locks").glob("*.lock")):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    fcntl.flock(f, fcntl.LOCK_SH)              # blocks only while another session checks
+    if _session is not None:
+        _session.close()
+    _session = f
+    return removed

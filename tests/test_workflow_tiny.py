@@ -223,11 +223,13 @@ def killed_then_rerun(workdir, target, shard):
     os.killpg(run.pid, signal.SIGKILL)  # Snakemake, its job's shell and the generator at once
     run.wait()
     assert list((workdir / ".snakemake/incomplete").iterdir()), "Snakemake marked no job incomplete"
+    assert list((workdir / ".snakemake/locks").glob("*.lock")), "the killed session left no lock"
     if not npz.exists():  # what a job killed while writing in place would leave
         npz.write_bytes(b"not a finished shard")
     rerun = snakemake(workdir, target)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "IncompleteFilesException" not in rerun.stderr
+    assert "a lock left by a Snakemake session that is no longer alive" in rerun.stderr
     with np.load(npz) as z:
         assert z["arr_0"].shape[0] == 12
 

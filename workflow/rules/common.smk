@@ -6,10 +6,12 @@
 # nothing). The rule files are wiring.
 import os
 import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import drr.lock
 import drr.plan
 from drr.errors import DrrError
 
@@ -33,6 +35,15 @@ def _rerun_incomplete_by_default(wf):
 
 
 _rerun_incomplete_by_default(workflow)
+
+# Also by default: the locks a killed session left are removed once no session of this workflow is
+# alive in the working directory (drr.lock.claim_session), so the plain command reruns after a
+# kill instead of stopping with LockException. Jobs that Snakemake runs as processes of their own
+# (cluster jobs) parse this file too; only the main process claims the session.
+if workflow.is_main_process:
+    for _stale in drr.lock.claim_session(Path(".snakemake")):
+        print(f"drr: removed {_stale}, a lock left by a Snakemake session that is no longer alive",
+              file=sys.stderr)
 
 # The interpreter running Snakemake runs the rules too (a venv or conda env that has drr).
 PY = sys.executable

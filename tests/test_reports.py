@@ -283,7 +283,7 @@ def test_figures_draw_the_intervals_as_error_bars(root):
     # the cells sorted by T_draft are the write order here: revised FID 10 + i, bar [9.5 + i, 10.75 + i]
     assert [tuple(round(y, 6) for y in b) for b in bars["ours, revised"]] == \
         [(9.5 + i, 10.75 + i) for i in range(5)]
-    assert "error bars: 95% intervals" in title
+    assert "error bars: 95% bootstrap intervals" in title
     pyplot().close(fig)
     write_cells(root, "fig4b")                           # rows without intervals: zero-length bars
     fig, title = figures.build(results(root, "fig4b"), "fig4b")

@@ -117,14 +117,16 @@ def build(res: Results, figure: str):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    scale = "" if compare else "\nsmall-scale run: not comparable to the paper (no published points)"
+    lines = [spec["title"], f"{experiment}, {n:,} samples per point"]
     with_bars, total = bars
-    bars = ("error bars: 95% intervals (basic bootstrap over samples, reference fixed)" if with_bars == total
-            else "no error bars: the rows have no intervals" if with_bars == 0
-            else f"error bars: 95% intervals ({total - with_bars} of {total} points have none)")
-    note = published.get("notes", {}).get(figure)
-    note = f"\n{note}" if note and compare else ""
-    return fig, f"{spec['title']}\n{experiment}, {n:,} samples per point; {bars}{scale}{note}"
+    lines.append("error bars: 95% bootstrap intervals (drr.metrics.intervals)" if with_bars == total
+                 else "no error bars: the rows have no intervals" if with_bars == 0
+                 else f"error bars: 95% bootstrap intervals ({total - with_bars} of {total} points have none)")
+    if not compare:
+        lines.append("small-scale run: not comparable to the paper (no published points)")
+    elif published.get("notes", {}).get(figure):
+        lines.append(published["notes"][figure])  # where the paper's own numbers disagree
+    return fig, "\n".join(lines)
 
 
 def draw(res: Results, figure: str, out: Path) -> None:

@@ -180,6 +180,10 @@ def test_figures_write_png_and_pdf(root):
     out = root / "reports/fig4a.png"
     figures.draw(results(root, "fig4a"), "fig4a", out)
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").stat().st_size > 1000
+    cli = root / "reports/cli/fig4a.png"  # the rule's command: the declared metrics files only
+    figures.main(["--suite", "tiny", "--figure", "fig4a", "--out", str(cli), "--root", str(root),
+                  "--metrics", *plan_of(root, "tiny").report_inputs("fig4a")["metrics"]])
+    assert cli.stat().st_size > 10_000
     with pytest.raises(DrrError, match="has no 'vq' experiment"):
         figures.draw(results(root, "figA1"), "figA1", root / "reports/figA1.png")
 

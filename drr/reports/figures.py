@@ -141,7 +141,6 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, type=Path, help="PNG to write (the PDF goes beside it)")
     p.add_argument("--metrics", nargs="*", default=[], type=Path,
                    help="the metrics files of the figure's cells (results/metrics/<experiment>/<variant>.parquet)")
-    p.add_argument("--speed", nargs="*", default=[], type=Path, help="(unused by figures; accepted)")
     p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
     args = p.parse_args(argv)
     if args.out.suffix != ".png":

@@ -78,12 +78,13 @@ class Results:
             raise DrrError(f"run {experiment}/{variant}: its {what} file is not among the report's "
                            f"{flag} inputs ({len(files)} given)")
         if not path.is_file():
-            raise DrrError(f"{path}: {what} file not found (build it with snakemake "
-                           f"{Plan.metrics_file(experiment, variant) if what == 'metrics' else Plan.speed_file(experiment, variant)})")
+            target = (Plan.metrics_file if what == "metrics" else Plan.speed_file)(experiment, variant)
+            raise DrrError(f"{path}: {what} file not found (build it with snakemake {target})")
         return path
 
     def has_row(self, experiment: str, variant: str) -> bool:
-        return (experiment, variant) in self.metrics_files and self.metrics_files[(experiment, variant)].is_file()
+        path = self.metrics_files.get((experiment, variant))
+        return path is not None and path.is_file()
 
     def row(self, experiment: str, variant: str, phase: str = "revised") -> dict | None:
         """The metrics row of a phase; None when the experiment is not in the suite. A run of the

@@ -333,9 +333,7 @@ class Plan:
     def _reports(self):
         self.reports: dict[str, Report] = {}
         for name, spec in self.studies.reports.items():
-            kind = spec.get("kind", "figure" if name.startswith("fig") else "table")
-            if kind not in ("table", "figure"):
-                raise DrrError(f"{self.studies.path}: reports.{name}.kind: {kind!r} is not table or figure")
+            kind = self.studies.kind(name)  # checked by Studies
             self.reports[name] = Report(name, kind, bool(spec.get("speed", False)), "cells" not in spec)
         self._cells = {name: self.studies.cells(name, self.suite) for name in self.reports}
         self.ar_partner = {}
@@ -369,11 +367,12 @@ class Plan:
         return list(dict.fromkeys(runs))
 
     def report_inputs(self, report: str) -> dict:
+        """{metrics: [...], speed: [...]}: the files a report reads, handed to its program as
+        --metrics / --speed (speed is empty unless the report shows s/sample)."""
         runs = self.report_runs(report)
-        inputs = {"metrics": [self.metrics_file(e, v) for e, v in runs]}
-        if self.reports[report].speed:
-            inputs["speed"] = [self.speed_file(e, v) for e, v in runs]
-        return inputs
+        speed = self.reports[report].speed
+        return {"metrics": [self.metrics_file(e, v) for e, v in runs],
+                "speed": [self.speed_file(e, v) for e, v in runs] if speed else []}
 
     def report_spec(self, report: str) -> dict:
         """What a report shows besides its input files: its studies.yaml entry, its cells and its
@@ -382,7 +381,8 @@ class Plan:
         figures = published.get("figures", {})
         section = published.get(report)
         if section is None and report in figures:
-            section = {"points": figures[report], "experiment": figures.get("experiment", {}).get(report)}
+            section = {"points": figures[report], "experiment": figures.get("experiment", {}).get(report),
+                       "note": figures.get("notes", {}).get(report)}
         return {"studies": self.studies.reports[report], "cells": [(c.experiment, c.name, c.values)
                                                                     for c in self.cells(report)],
                 "published": section, "suite": self.suite}

@@ -31,6 +31,9 @@ STUDIES_FILE = "configs/studies.yaml"
 WORKFLOW_FILE = "configs/workflow.yaml"
 PUBLISHED_FILE = "configs/published.yaml"
 ROLES = ("ablation", "vq")
+TABLE_LAYOUTS = ("models", "cells")  # drr.reports.tables.model_table, cell_table
+FIGURE_SHOWS = ("fid", "fid_revised", "pr")  # what a figure panel plots (drr.reports.figures)
+PHASES = ("draft", "revised")  # the rows of a cell's metrics file
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -92,7 +95,97 @@ class Studies:
                                        f"(parameters: {', '.join(self.parameters)})")
                     if not isinstance(values, list) or not values:
                         raise DrrError(f"{where}.cells.{short}: expected a non-empty list of values")
+            self._check_layout(name, spec)
         self._configs: dict = {}
+
+    # -- report layouts (drr/reports/tables.py, figures.py) -------------------------------------
+
+    def kind(self, report: str) -> str:
+        """table | figure: `kind`, else by name (fig...: figure)."""
+        spec = self.reports[report]
+        return spec.get("kind", "figure" if report.startswith("fig") else "table")
+
+    def _check_layout(self, name: str, spec: dict) -> None:
+        """The keys that say how a report looks (see configs/studies.yaml), each error one line
+        naming the file and the key."""
+        from drr.reports.results import METRICS
+
+        where = f"{self.path}: reports.{name}"
+
+        def fail(key, what):
+            raise DrrError(f"{where}.{key}: {what}")
+
+        def names(key, allowed, required=True):
+            v = spec.get(key)
+            if v is None and not required:
+                return
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                fail(key, f"expected a non-empty list of names, got {v!r}")
+            for x in v:
+                if x not in allowed:
+                    fail(key, f"{x!r} is not one of {', '.join(allowed)}")
+
+        kind = self.kind(name)
+        if kind not in ("table", "figure"):
+            fail("kind", f"{kind!r} is not table or figure")
+        if not isinstance(spec.get("title"), str) or not spec["title"].strip():
+            fail("title", "expected a non-empty string")
+        varied = [s for grid in spec.get("cells", []) for s in grid]
+        if kind == "figure":
+            panels = spec.get("panels")
+            if not isinstance(panels, list) or not panels:
+                fail("panels", "expected a non-empty list of {parameter, label, show}")
+            for i, panel in enumerate(panels):
+                if not isinstance(panel, dict) or set(panel) != {"parameter", "label", "show"}:
+                    fail(f"panels[{i}]", f"expected exactly the keys parameter, label, show, got {panel!r}")
+                if panel["parameter"] not in varied:
+                    fail(f"panels[{i}].parameter", f"{panel['parameter']!r} is not a parameter of the "
+                         f"report's cells ({', '.join(dict.fromkeys(varied)) or 'none'})")
+                if not isinstance(panel["label"], str):
+                    fail(f"panels[{i}].label", "expected a string")
+                if panel["show"] not in FIGURE_SHOWS:
+                    fail(f"panels[{i}].show", f"{panel['show']!r} is not one of {', '.join(FIGURE_SHOWS)}")
+            return
+        layout = spec.get("layout")
+        if layout not in TABLE_LAYOUTS:
+            fail("layout", f"{layout!r} is not one of {', '.join(TABLE_LAYOUTS)}")
+        names("metrics", list(METRICS))
+        if layout == "models":
+            if not isinstance(spec.get("codes", False), bool):
+                fail("codes", f"expected true or false, got {spec['codes']!r}")
+            if "cells" in spec:
+                fail("cells", "a `layout: models` table shows each experiment's default run, not cells")
+            return
+        if "cells" not in spec:
+            fail("cells", "a `layout: cells` table needs cells")
+        names("phases", list(PHASES), required=False)
+        columns = spec.get("columns")
+        if not isinstance(columns, list) or not columns:
+            fail("columns", "expected a non-empty list of {header, parameter, values | format}")
+        for i, col in enumerate(columns):
+            key = f"columns[{i}]"
+            if not isinstance(col, dict) or not {"header", "parameter"} <= set(col) \
+                    or len({"values", "format"} & set(col)) != 1 or len(col) != 3:
+                fail(key, f"expected header, parameter and one of values / format, got {col!r}")
+            if col["parameter"] not in varied:
+                fail(f"{key}.parameter", f"{col['parameter']!r} is not a parameter of the report's "
+                     f"cells ({', '.join(dict.fromkeys(varied))})")
+            if "format" in col:
+                if not isinstance(col["format"], str) or "{}" not in col["format"]:
+                    fail(f"{key}.format", f"expected a string with {{}} for the value, got {col['format']!r}")
+                continue
+            if not isinstance(col["values"], dict):
+                fail(f"{key}.values", "expected a mapping value -> text")
+            for grid in spec["cells"]:
+                for v in grid.get(col["parameter"], []):
+                    if v not in col["values"]:
+                        fail(f"{key}.values", f"no text for {col['parameter']} value {v!r}")
+        paper = spec.get("paper")
+        if not isinstance(paper, list) or not all(isinstance(x, str) for x in paper):
+            fail("paper", f"expected a list of parameter names (or phase), got {paper!r}")
+        for x in paper:
+            if x != "phase" and x not in varied:
+                fail("paper", f"{x!r} is neither phase nor a parameter of the report's cells")
 
     # -- variants -------------------------------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """Ablation cells (drr.studies) and the report scripts (drr.reports) on rows written by the metrics
 code's own writer; the tiny workflow builds them for real in tests/test_workflow_tiny.py."""
 
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from drr.errors import DrrError
 from drr.metrics.score import ROW_FIELDS, write_rows
+from drr.plan import Plan
 from drr.reports import figures, tables
 from drr.reports.results import Results
 from drr.studies import Studies, load_suite
@@ -68,28 +71,52 @@ def fake_row(experiment, variant, phase, n=100, **metrics):
     return row
 
 
-def write_cells(root, report, suite="tiny", experiment=None, speed=False):
+INTERVAL = (-0.5, 0.75)  # fixture intervals: [value - 0.5, value + 0.75] (asymmetric, like a basic bootstrap's)
+
+
+def write_cells(root, report, suite="tiny", experiment=None, speed=False, intervals=False,
+                batch_seconds=None):
     """Rows for every cell of a report: FID grows with the cell's index so that tests can tell
-    the cells apart in the output."""
+    the cells apart in the output. `intervals`: with `<metric>_lo`/`_hi`; `batch_seconds`: the
+    per-batch times of the speed files."""
     from drr.studies import Cell
 
     st = Studies(root)
     spec = load_suite(suite, root)
     cells = st.cells(report, spec)
     baselines = [Cell(e, "default", ()) for e in st.baselines(report, spec)]
+
+    def row(cell, phase, **m):
+        if intervals:
+            m.update({f"{k}_{e}": v + d for k, v in list(m.items()) for e, d in zip(("lo", "hi"), INTERVAL)})
+        return fake_row(cell.experiment, cell.name, phase, **m)
+
     for i, cell in enumerate(cells + baselines):
         path = root / f"results/metrics/{cell.experiment}/{cell.name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_rows([fake_row(cell.experiment, cell.name, "revised", fid=10.0 + i, precision=0.5,
-                             recall=0.4),
-                    fake_row(cell.experiment, cell.name, "draft", fid=30.0 + i, precision=0.3,
-                             recall=0.6)], path)
+        write_rows([row(cell, "revised", fid=10.0 + i, precision=0.5, recall=0.4),
+                    row(cell, "draft", fid=30.0 + i, precision=0.3, recall=0.6)], path)
         if speed:
             sp = root / f"results/speed/{cell.experiment}/{cell.name}.json"
             sp.parent.mkdir(parents=True, exist_ok=True)
-            sp.write_text('{"s_per_sample": 0.25, "device": "cpu (test)", "batch_size": 100, '
-                          '"timed_batches": 2, "warmup_batches": 1}')
+            rec = {"s_per_sample": 0.25, "device": "cpu (test)", "batch_size": 100, "timed_batches": 2,
+                   "warmup_batches": 1}
+            if batch_seconds is not None:
+                rec["batch_seconds"] = batch_seconds
+            sp.write_text(json.dumps(rec))
     return cells
+
+
+def plan_of(root, suite):
+    wf = yaml.safe_load((REPO / "configs/workflow.yaml").read_text())
+    wf["suite"] = suite
+    return Plan(root, wf)
+
+
+def results(root, report, suite="tiny"):
+    """Results as the report's rule gives them: the Plan's declared input files, root-relative."""
+    inputs = plan_of(root, suite).report_inputs(report)
+    return Results(suite, root, metrics=inputs["metrics"], speed=inputs["speed"])
 
 
 def table_rows(md: str) -> list[list[str]]:
@@ -99,7 +126,7 @@ def table_rows(md: str) -> list[list[str]]:
 
 def test_table3_shows_ours_beside_published_and_delta_only_for_the_papers_experiment(root):
     cells = write_cells(root, "table3")
-    md = tables.build(Results("tiny", root), "table3")
+    md = tables.build(results(root, "table3"), "table3")
     assert "Small-scale run" in md and "not comparable" in md
     rows = table_rows(md)
     assert len(rows) == len(cells) == 3
@@ -113,7 +140,7 @@ def test_table3_shows_ours_beside_published_and_delta_only_for_the_papers_experi
 def test_table4_computes_delta_when_the_suite_runs_the_papers_experiment(root):
     cells = write_cells(root, "table4", suite="paper", speed=True)
     assert {c.experiment for c in cells} == {"in256-crq-821m"}
-    md = tables.build(Results("paper", root), "table4")
+    md = tables.build(results(root, "table4", "paper"), "table4")
     assert "Small-scale run" not in md
     rows = {r[0]: r for r in table_rows(md)}
     assert rows["VQGAN"][1:4] == ["—", "15.78", "—"]
@@ -128,7 +155,7 @@ def test_table4_computes_delta_when_the_suite_runs_the_papers_experiment(root):
 
 def test_table1_rows_and_na_footnotes(root):
     write_cells(root, "table1")
-    md = tables.build(Results("tiny", root), "table1")
+    md = tables.build(results(root, "table1"), "table1")
     rows = table_rows(md)
     ours = [r for r in rows if r[0].startswith("ours: `tiny`")]
     assert len(ours) == 1 and ours[0][3] == "10.00"
@@ -145,16 +172,20 @@ def test_table1_rows_and_na_footnotes(root):
 
 def test_a_missing_metrics_file_is_named(root):
     with pytest.raises(DrrError, match=r"results/metrics/tiny/guidance=none.parquet: metrics file not found"):
-        tables.build(Results("tiny", root), "table3")
+        tables.build(results(root, "table3"), "table3")
 
 
 def test_figures_write_png_and_pdf(root):
     write_cells(root, "fig4a")
     out = root / "reports/fig4a.png"
-    figures.draw(Results("tiny", root), "fig4a", out)
+    figures.draw(results(root, "fig4a"), "fig4a", out)
     assert out.stat().st_size > 10_000 and out.with_suffix(".pdf").stat().st_size > 1000
+    cli = root / "reports/cli/fig4a.png"  # the rule's command: the declared metrics files only
+    figures.main(["--suite", "tiny", "--figure", "fig4a", "--out", str(cli), "--root", str(root),
+                  "--metrics", *plan_of(root, "tiny").report_inputs("fig4a")["metrics"]])
+    assert cli.stat().st_size > 10_000
     with pytest.raises(DrrError, match="has no 'vq' experiment"):
-        figures.draw(Results("tiny", root), "figA1", root / "reports/figA1.png")
+        figures.draw(results(root, "figA1"), "figA1", root / "reports/figA1.png")
 
 
 REPORT_TARGETS = ["reports/table1.md", "reports/table2.md", "reports/table3.md", "reports/table4.md",
@@ -181,3 +212,196 @@ def test_snakemake_lint_is_clean():
     run = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Lints for" not in run.stdout + run.stderr, run.stdout[-3000:]
+
+
+# -- layouts as data (configs/studies.yaml), explicit inputs, intervals ----------------------------
+
+BEFORE = REPO / "tests/data/reports_before"  # renderings by the per-table code of 9d3be16
+
+
+@pytest.mark.parametrize("case", sorted(p.stem for p in BEFORE.glob("*.md")))
+def test_the_generic_tables_render_what_the_per_table_code_rendered(root, case):
+    """Same fixture rows (no intervals, speed files without per-batch times) as when the goldens
+    were written: every table line is the same, and every other line of before is still there,
+    in order (the generic code may only add lines, e.g. published notes)."""
+    name, suite = case.split("-")
+    write_cells(root, name, suite=suite, speed=plan_of(root, suite).reports[name].speed)
+    new = tables.build(results(root, name, suite), name).splitlines()
+    old = (BEFORE / f"{case}.md").read_text().splitlines()
+    assert [x for x in new if x.startswith("|")] == [x for x in old if x.startswith("|")]
+    rest = iter(new)
+    for line in (x for x in old if x.strip()):
+        assert any(line == x for x in rest), f"{case}: line missing or out of order: {line}"
+
+
+def test_our_numbers_show_the_rows_interval(root):
+    write_cells(root, "table3", intervals=True)
+    md = tables.build(results(root, "table3"), "table3")
+    none = {(r[0], r[1]): r for r in table_rows(md)}[("", "")]
+    assert none[2] == "10.00 [9.50, 10.75]"           # fid 10, fid_lo 9.5, fid_hi 10.75 of the row
+    assert none[5] == "0.50 [0.00, 1.25]" and none[3] == "5.78" and none[4] == "—"
+    assert "value [lo, hi]" in md and "95% interval (basic bootstrap" in md and "no ± is shown" in md
+    # rows written before intervals existed print the value alone, and no interval note
+    write_cells(root, "table3")
+    md = tables.build(results(root, "table3"), "table3")
+    assert {(r[0], r[1]): r for r in table_rows(md)}[("", "")][2] == "10.00"
+    assert "[lo, hi]" not in md
+
+
+def test_s_per_sample_interval_from_per_batch_times(root):
+    # two timed batches of 100 samples: 20 s and 30 s in all -> 0.20 and 0.30 s/sample
+    write_cells(root, "table4", speed=True, batch_seconds={"draft": [12.0, 18.0], "revise": [6.0, 9.0],
+                                                            "decode": [2.0, 3.0]})
+    md = tables.build(results(root, "table4"), "table4")
+    t8 = next(r for r in table_rows(md) if r[0] == "T_draft = 8")
+    half = 12.706 * 0.0707107 / 2 ** 0.5     # t(0.975, 1) · sd / √2
+    assert t8[4] == f"0.250 [{0.25 - half:.3f}, {0.25 + half:.3f}]"
+    assert "t-interval of the mean over the timed batches" in md
+    write_cells(root, "table4", speed=True)  # no batch_seconds: the value alone, and said so
+    md = tables.build(results(root, "table4"), "table4")
+    assert next(r for r in table_rows(md) if r[0] == "T_draft = 8")[4] == "0.250"
+    assert "s/sample without an interval (no per-batch times in the speed file): `tiny-ar/default`, " \
+        "`tiny/base`, `tiny/t_draft=32`, `tiny/t_draft=64`." in md
+
+
+def error_bars(fig):
+    from matplotlib.container import ErrorbarContainer
+
+    out = []
+    for ax in fig.axes:
+        for c in ax.containers:
+            if isinstance(c, ErrorbarContainer):
+                segments = c.lines[2][0].get_segments()
+                out.append((c.get_label(), [(s[0][1], s[1][1]) for s in segments]))
+    return out
+
+
+def test_figures_draw_the_intervals_as_error_bars(root):
+    from drr.reports.plotting import pyplot
+
+    cells = write_cells(root, "fig4a", intervals=True)
+    fig, title = figures.build(results(root, "fig4a"), "fig4a")
+    bars = dict(error_bars(fig))
+    assert set(bars) == {"ours, revised", "ours, drafts"}
+    assert len(bars["ours, revised"]) == len(cells) == 5
+    # the cells sorted by T_draft are the write order here: revised FID 10 + i, bar [9.5 + i, 10.75 + i]
+    assert [tuple(round(y, 6) for y in b) for b in bars["ours, revised"]] == \
+        [(9.5 + i, 10.75 + i) for i in range(5)]
+    assert "error bars: 95% bootstrap intervals" in title
+    pyplot().close(fig)
+    write_cells(root, "fig4b")                           # rows without intervals: zero-length bars
+    fig, title = figures.build(results(root, "fig4b"), "fig4b")
+    assert all(lo == hi for _, b in error_bars(fig) for lo, hi in b) and "no error bars" in title
+    pyplot().close(fig)
+
+
+def test_a_report_asked_for_a_run_not_among_its_inputs_fails_with_one_line(root):
+    write_cells(root, "table3")
+    inputs = plan_of(root, "tiny").report_inputs("table3")
+    res = Results("tiny", root, metrics=inputs["metrics"][1:])  # guidance=none left out
+    with pytest.raises(DrrError) as e:
+        tables.build(res, "table3")
+    assert str(e.value) == ("run tiny/guidance=none: its metrics file is not among the report's "
+                            "--metrics inputs (2 given)")
+    with pytest.raises(DrrError, match=r"--metrics results/metrics/tiny\.parquet: not a "
+                                       r"results/metrics/<experiment>/<variant>\.parquet path"):
+        Results("tiny", root, metrics=["results/metrics/tiny.parquet"])
+    # the program reads only what --metrics names (the rule's {input.metrics:q})
+    out = root / "reports/table3.md"
+    with pytest.raises(SystemExit):
+        tables.main(["--suite", "tiny", "--report", "table3", "--out", str(out), "--root", str(root),
+                     "--metrics", *inputs["metrics"][:2]])
+    assert not out.exists()
+    tables.main(["--suite", "tiny", "--report", "table3", "--out", str(out), "--root", str(root),
+                 "--metrics", *inputs["metrics"]])
+    assert "`tiny/guidance=none`" in out.read_text()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("table3.layout", "rows", r"reports\.table3\.layout: 'rows' is not one of models, cells"),
+    ("table3.title", None, r"reports\.table3\.title: expected a non-empty string"),
+    ("table1.metrics", ["fid", "kid"], r"reports\.table1\.metrics: 'kid' is not one of"),
+    ("tableA3.columns", [{"header": "S", "parameter": "strategy", "values": {"top-c": "Top-C"}}],
+     r"reports\.tableA3\.columns\[0\]\.values: no text for strategy value 'top-c-50'"),
+    ("table4.columns", [{"header": "T", "parameter": "t_revise", "format": "{}"}],
+     r"reports\.table4\.columns\[0\]\.parameter: 't_revise' is not a parameter of the report's cells"),
+    ("table4.paper", ["M"], r"reports\.table4\.paper: 'M' is neither phase nor a parameter"),
+    ("fig4a.panels", [{"parameter": "t_draft", "label": "T", "show": "kid"}],
+     r"reports\.fig4a\.panels\[0\]\.show: 'kid' is not one of fid, fid_revised, pr"),
+])
+def test_a_bad_layout_is_refused_naming_file_and_key(root, key, value, message):
+    path = root / "configs/studies.yaml"
+    doc = yaml.safe_load(path.read_text())
+    report, field = key.split(".")
+    if value is None:
+        del doc["reports"][report][field]
+    else:
+        doc["reports"][report][field] = value
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    with pytest.raises(DrrError, match=r"studies\.yaml: " + message) as e:
+        Studies(root)
+    assert "\n" not in str(e.value)
+
+
+def add_report_by_data(root):
+    """A copy of table4 at other T_draft values (table4b) and of fig4a over M (fig4d), made by
+    editing configs only."""
+    path = root / "configs/studies.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["reports"]["table4b"] = dict(doc["reports"]["table4"], title="Table 4b: FID and s/sample vs T_draft 4, 16",
+                                     cells=[{"t_draft": [4, 16]}])
+    doc["reports"]["fig4d"] = {"title": "Figure 4(d): FID vs M", "experiment": "ablation",
+                               "cells": [{"M": [1, 3]}],
+                               "panels": [{"parameter": "M", "label": "M (revise passes)", "show": "fid"}]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    pub = root / "configs/published.yaml"
+    p = yaml.safe_load(pub.read_text())
+    p["table4b"] = {"source": "made up for the test", "experiment": "in256-crq-821m",
+                    "rows": [{"model": "VQGAN", "fid": 15.78, "s_per_sample": 0.16}],
+                    "cells": {4: {"fid": 9.99}, 16: {"fid": 4.44, "s_per_sample": 0.05}}}
+    pub.write_text(yaml.safe_dump(p, sort_keys=False, allow_unicode=True))
+
+
+def test_a_new_table_and_figure_are_an_edit_of_data_only(tmp_path):
+    root = copy_workflow(tmp_path)
+    add_report_by_data(root)
+    plan = plan_of(root, "tiny")
+    assert "table4b" in plan.report_names("table") and "fig4d" in plan.report_names("figure")
+    assert plan.report_inputs("table4b") == {
+        "metrics": ["results/metrics/tiny/t_draft=4.parquet", "results/metrics/tiny/t_draft=16.parquet",
+                    "results/metrics/tiny-ar/default.parquet"],
+        "speed": ["results/speed/tiny/t_draft=4.json", "results/speed/tiny/t_draft=16.json",
+                  "results/speed/tiny-ar/default.json"]}
+    counts = planned_jobs(root, "reports/table4b.md", "reports/fig4d.png")
+    assert counts["report_table"] == 1 and counts["report_figure"] == 1
+    assert counts["compute_metrics"] == 5 and counts["sampling_speed"] == 3  # 2 + 2 cells, AR default
+    write_cells(root, "table4b", speed=True, intervals=True)
+    md = tables.build(results(root, "table4b"), "table4b")
+    assert md.startswith("# Table 4b: FID and s/sample vs T_draft 4, 16\n")
+    rows = {r[0]: r for r in table_rows(md)}
+    assert set(rows) == {"VQGAN", "ours: `tiny-ar` (AR RQ-Transformer)", "T_draft = 4", "T_draft = 16"}
+    assert rows["T_draft = 4"][1:3] == ["10.00 [9.50, 10.75]", "9.99"]
+    assert rows["T_draft = 16"][5] == "0.050"
+    write_cells(root, "fig4d", intervals=True)
+    fig, title = figures.build(results(root, "fig4d"), "fig4d")
+    assert title.startswith("Figure 4(d): FID vs M\n") and len(dict(error_bars(fig))["ours, revised"]) == 2
+    figures.save_png_pdf(fig, root / "reports/fig4d.png", title)
+    assert (root / "reports/fig4d.pdf").is_file()
+
+
+def test_where_the_paper_contradicts_itself_the_reports_say_so(root):
+    """821M, T_draft 8, Random draft strategy, T_revise 2, M 2: revised FID 5.41 in Table 4 but 6.28
+    in Appendix Table 3 (the paper's own numbers, /work/shared/paper)."""
+    pub = yaml.safe_load((root / "configs/published.yaml").read_text())
+    assert pub["table4"]["cells"][8]["fid"] == 5.41
+    assert pub["tableA3"]["cells"][8]["random"]["revised"]["fid"] == 6.28
+    for name in ("table4", "tableA3"):
+        write_cells(root, name, suite="paper", speed=name == "table4")
+        md = tables.build(results(root, name, "paper"), name)
+        assert "5.41" in md.split("|")[-1] and "6.28" in md.split("|")[-1], name  # under the table
+        assert "Table 4" in pub[name]["note"] and "Appendix Table 3" in pub[name]["note"]
+    write_cells(root, "fig4a", suite="paper")
+    fig, title = figures.build(results(root, "fig4a", "paper"), "fig4a")
+    assert "5.41" in title and "6.28" in title
+    from drr.reports.plotting import pyplot
+    pyplot().close(fig)

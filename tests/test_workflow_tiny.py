@@ -4,6 +4,7 @@ built; a second run has nothing to do; changing one ablation value plans only th
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -143,7 +144,11 @@ def test_tiny_workflow_builds_everything(workdir):
     ours = [line for line in table1.splitlines() if line.startswith("| ours: `tiny`")]
     assert len(ours) == 1
     cells = [c.strip() for c in ours[0].strip("|").split("|")]
-    assert float(cells[3]) == pytest.approx(revised[0]["fid"], abs=0.006)  # FID ours, as computed
+    fid = re.fullmatch(r"(\S+)(?: \[(\S+), (\S+)\])?", cells[3])      # value [lo, hi] (95% interval)
+    assert float(fid.group(1)) == pytest.approx(revised[0]["fid"], abs=0.006)  # FID ours, as computed
+    if revised[0]["fid_lo"] is not None:
+        assert float(fid.group(2)) == pytest.approx(revised[0]["fid_lo"], abs=0.006)
+        assert float(fid.group(3)) == pytest.approx(revised[0]["fid_hi"], abs=0.006)
     assert cells[-3] == "40"                                                   # samples
     table3 = (workdir / "reports/table3.md").read_text()
     assert "`tiny/guidance=none`" in table3 and "`tiny/base`" in table3

@@ -1,16 +1,17 @@
 """The paper's ablation figures from the cells' metrics: PNG and PDF, published points beside ours.
 
-    python -m drr.reports.figures --suite tiny --figure fig4a --out reports/fig4a.png
+    python -m drr.reports.figures --suite tiny --figure fig4a --out reports/fig4a.png \
+        --metrics results/metrics/tiny/t_draft=4.parquet ...
 
-fig4a  FID of the drafts and of the revised images vs T_draft
-fig4b  precision and recall vs M (M = 0 is the drafts)
-fig4c  FID of the revised images vs T_revise
-figA1  the VQ experiment: (a) FID vs T_draft, (b) precision and recall vs M
+Which figures there are and their panels are data (configs/studies.yaml: `title`, `panels`, each
+{parameter, label, show: fid | fid_revised | pr}); the code knows no figure by name. Rows come only
+from the files given with --metrics (the rule's declared inputs).
 
-Ours are lines with markers; the few points the paper gives as numbers (configs/published.yaml,
-`figures`) are open markers labelled with their source, drawn only when our experiment is the one
-the paper measured (otherwise the scales differ and the caption says so). The PDF is written beside
-the PNG (same name, .pdf). Both are written atomically.
+Ours are lines with markers and error bars (each row's 95% interval, drr.metrics.intervals; a row
+without one gets no bar, and the caption says so); the few points the paper gives as numbers
+(configs/published.yaml, `figures`) are open markers labelled with their source, drawn only when
+our experiment is the one the paper measured (otherwise the scales differ and the caption says
+so). The PDF is written beside the PNG (same name, .pdf). Both are written atomically.
 """
 
 from __future__ import annotations
@@ -21,17 +22,6 @@ from pathlib import Path
 from drr.errors import DrrError, user_errors
 from drr.reports.plotting import pyplot, save_png_pdf
 from drr.reports.results import Results
-
-PANELS = {  # figure -> [(parameter, x label, what)]; what: "fid" (draft + revised) or "pr"
-    "fig4a": [("t_draft", "T_draft (parts of the draft partition)", "fid")],
-    "fig4b": [("M", "M (revise passes; 0 = drafts)", "pr")],
-    "fig4c": [("t_revise", "T_revise (parts of each revise partition)", "fid_revised")],
-    "figA1": [("t_draft", "T_draft", "fid"), ("M", "M (revise passes; 0 = drafts)", "pr")],
-}
-TITLES = {"fig4a": "Figure 4(a): FID vs T_draft", "fig4b": "Figure 4(b): precision and recall vs M",
-          "fig4c": "Figure 4(c): FID vs T_revise",
-          "figA1": "Appendix Figure 1: Contextual VQ-Transformer"}
-
 
 def series(res: Results, figure: str, parameter: str):
     """[(x, revised row, draft row)] of the figure's cells varying `parameter`, sorted by x."""
@@ -49,31 +39,61 @@ def _y(rows, field):
     return [r.get(field) if r is not None else None for r in rows]
 
 
-def draw(res: Results, figure: str, out: Path) -> None:
+def _plot(ax, xs, rows, metric, fmt, color, label, bars):
+    """Our points with error bars from the rows' `<metric>_lo`/`_hi` (none where a row has none);
+    adds (points with an interval, points) to `bars`."""
+    ys = [float("nan") if y is None else y for y in _y(rows, metric)]
+    below, above, have = [], [], 0
+    for y, r in zip(ys, rows):
+        lo, hi = (r or {}).get(f"{metric}_lo"), (r or {}).get(f"{metric}_hi")
+        if lo is None or hi is None or y != y:
+            below.append(0.0)
+            above.append(0.0)
+        else:
+            below.append(max(y - lo, 0.0))
+            above.append(max(hi - y, 0.0))
+            have += 1
+    bars[0] += have
+    bars[1] += len(ys)
+    ax.errorbar(xs, ys, yerr=[below, above], fmt=fmt, color=color, capsize=3, elinewidth=1, label=label)
+
+
+def figure_names(studies) -> list[str]:
+    return [n for n in studies.reports if studies.kind(n) == "figure"]
+
+
+def build(res: Results, figure: str):
+    """(matplotlib figure, title) of a figure report; the caller saves or closes it."""
+    if figure not in figure_names(res.studies):
+        raise DrrError(f"--figure {figure}: not a figure of {res.studies.path} "
+                       f"({', '.join(figure_names(res.studies))})")
+    spec = res.studies.reports[figure]
     plt = pyplot()
     cells = res.studies.cells(figure, res.suite)
     if not cells:
         raise DrrError(f"{figure}: suite '{res.suite_name}' has no "
-                       f"'{res.studies.reports[figure]['experiment']}' experiment")
+                       f"'{spec['experiment']}' experiment")
     experiment = cells[0].experiment
     published = res.published.get("figures", {})
     compare = res.is_paper_experiment(experiment, published.get("experiment", {}).get(figure))
     points = published.get(figure, []) if compare else []
-    panels = PANELS[figure]
+    panels = spec["panels"]
+    bars = [0, 0]  # points of ours with an interval, points of ours
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     n = None
-    for ax, (param, xlabel, what) in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels):
+        param, xlabel, what = panel["parameter"], panel["label"], panel["show"]
         data = series(res, figure, param)
         xs = [d[0] for d in data]
         revised, drafts = [d[1] for d in data], [d[2] for d in data]
         n = revised[0]["n_samples"] if revised else n
         mine = [p for p in points if p.get("panel", param) == param]
         if what in ("fid", "fid_revised"):
-            ax.plot(xs, _y(revised, "fid"), "o-", color="C0", label="ours, revised")
+            _plot(ax, xs, revised, "fid", "o-", "C0", "ours, revised", bars)
             if what == "fid":
-                ax.plot(xs, _y(drafts, "fid"), "s--", color="C1", label="ours, drafts")
+                _plot(ax, xs, drafts, "fid", "s--", "C1", "ours, drafts", bars)
             else:  # the revise phase does not change the drafts: one level for every T_revise
-                ax.plot(xs, _y(drafts, "fid"), ":", color="C1", label="ours, drafts (before revising)")
+                _plot(ax, xs, drafts, "fid", ":", "C1", "ours, drafts (before revising)", bars)
             for phase, color in (("revised", "C0"), ("draft", "C1")):
                 pts = [p for p in mine if p.get("phase") == phase and "fid" in p]
                 if pts:
@@ -82,8 +102,8 @@ def draw(res: Results, figure: str, out: Path) -> None:
                             label=f"paper, {phase} ({'; '.join(sorted({p['source'] for p in pts}))})")
             ax.set_ylabel("FID ↓")
         else:
-            ax.plot(xs, _y(revised, "precision"), "o-", color="C2", label="ours, precision")
-            ax.plot(xs, _y(revised, "recall"), "s-", color="C3", label="ours, recall")
+            _plot(ax, xs, revised, "precision", "o-", "C2", "ours, precision", bars)
+            _plot(ax, xs, revised, "recall", "s-", "C3", "ours, recall", bars)
             for key, color in (("precision", "C2"), ("recall", "C3")):
                 pts = [p for p in mine if key in p]
                 if pts:
@@ -97,21 +117,36 @@ def draw(res: Results, figure: str, out: Path) -> None:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    scale = "" if compare else "\nsmall-scale run: not comparable to the paper (no published points)"
-    save_png_pdf(fig, out, f"{TITLES[figure]}\n{experiment}, {n:,} samples per point{scale}")
+    lines = [spec["title"], f"{experiment}, {n:,} samples per point"]
+    with_bars, total = bars
+    lines.append("error bars: 95% bootstrap intervals (drr.metrics.intervals)" if with_bars == total
+                 else "no error bars: the rows have no intervals" if with_bars == 0
+                 else f"error bars: 95% bootstrap intervals ({total - with_bars} of {total} points have none)")
+    if not compare:
+        lines.append("small-scale run: not comparable to the paper (no published points)")
+    elif published.get("notes", {}).get(figure):
+        lines.append(published["notes"][figure])  # where the paper's own numbers disagree
+    return fig, "\n".join(lines)
+
+
+def draw(res: Results, figure: str, out: Path) -> None:
+    fig, title = build(res, figure)
+    save_png_pdf(fig, out, title)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
-    p.add_argument("--figure", required=True, choices=sorted(PANELS))
+    p.add_argument("--figure", required=True, help="a figure of configs/studies.yaml")
     p.add_argument("--out", required=True, type=Path, help="PNG to write (the PDF goes beside it)")
+    p.add_argument("--metrics", nargs="*", default=[], type=Path,
+                   help="the metrics files of the figure's cells (results/metrics/<experiment>/<variant>.parquet)")
     p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
     args = p.parse_args(argv)
     if args.out.suffix != ".png":
         raise SystemExit(f"error: --out {args.out}: expected a .png path")
     with user_errors():
-        draw(Results(args.suite, args.root), args.figure, args.out)
+        draw(Results(args.suite, args.root, metrics=args.metrics), args.figure, args.out)
         print(f"wrote {args.out} and {args.out.with_suffix('.pdf')}")
 
 

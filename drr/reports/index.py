@@ -17,9 +17,7 @@ from pathlib import Path
 
 from drr.errors import user_errors
 from drr.provenance import git_commit, write_text
-from drr.reports.figures import TITLES as FIGURE_TITLES
 from drr.reports.results import Results
-from drr.reports.tables import TITLES as TABLE_TITLES
 
 
 def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str, str]) -> str:
@@ -27,6 +25,7 @@ def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str,
         rel = os.path.relpath(Path(path), out.parent)
         return f"[{rel}]({rel})"
 
+    titles = {n: s["title"] for n, s in res.studies.reports.items()}  # configs/studies.yaml
     lines = [f"# drr reports: suite `{res.suite_name}`\n"]
     experiments = list(res.suite["experiments"])
     banner = res.banner(experiments)
@@ -34,10 +33,10 @@ def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str,
         lines.append(banner)
     lines.append("## Tables\n")
     for name in tables:
-        lines.append(f"- {TABLE_TITLES[name]}: {link(f'reports/{name}.md')}")
+        lines.append(f"- {titles[name]}: {link(f'reports/{name}.md')}")
     lines.append("\n## Figures\n")
     for name in figures:
-        lines.append(f"- {FIGURE_TITLES[name]}: {link(f'reports/{name}.png')} "
+        lines.append(f"- {titles[name]}: {link(f'reports/{name}.png')} "
                      f"({link(f'reports/{name}.pdf')})")
     for name, why in missing.items():
         lines.append(f"- {name}: not made in this suite ({why})")

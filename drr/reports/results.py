@@ -1,16 +1,27 @@
 """What the reports read: the suite, its cells' metrics rows and speed files, the published numbers.
 
-Paths are the workflow's (relative to `root`, the working directory of a run):
-``results/metrics/<experiment>/<variant>.parquet`` (drr.metrics.score rows, one per phase) and
-``results/speed/<experiment>/<variant>.json`` (drr.sampling.speed).
+A report reads only the files its rule declared (`--metrics FILE...`, `--speed FILE...`: the
+Plan's `report_inputs`), each mapped to its run by the workflow's naming (drr.plan.Plan.metrics_file,
+speed_file): ``results/metrics/<experiment>/<variant>.parquet`` (drr.metrics.score rows, one per
+phase) and ``results/speed/<experiment>/<variant>.json`` (drr.sampling.speed). Asking for a run of
+the suite that is not among them is an error naming the run; a run of an experiment outside the
+suite is shown as "—".
+
+Our numbers are printed as ``value [lo, hi]``, the row's 95% interval (``<metric>_lo``/``_hi``,
+drr.metrics.intervals: a basic bootstrap, whose ends need not be symmetric about the value, so
+they are printed as end points rather than ±); rows written before intervals existed print the
+value alone. s/sample gets a 95% t-interval of the mean over the speed file's timed batches
+(``batch_seconds``) when it has at least two, else none, and the report says which.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from drr.errors import DrrError
+from drr.plan import Plan
 from drr.studies import PUBLISHED_FILE, Studies, load_suite, read_yaml
 
 # metric key -> (row field in results/metrics, label, format, better)
@@ -25,35 +36,62 @@ METRICS = {
 NOTE_FIELDS = {"fid": "fid_note", "is": "is_note", "precision": "pr_note", "recall": "pr_note",
                "clip": "clip_note"}
 DASH = "—"
+INTERVALS_NOTE = ("Ours: value [lo, hi], lo and hi the row's 95% interval (basic bootstrap over the "
+                  "generated samples, reference fixed: drr.metrics.intervals; its ends need not be "
+                  "symmetric about the value, so no ± is shown).")
+SPEED_INTERVAL_NOTE = ("s/sample [lo, hi]: 95% t-interval of the mean over the timed batches of one "
+                       "measurement (batch-to-batch spread only, not run-to-run or device variation).")
 
 
 class Results:
     """One suite's view of the results folder."""
 
-    def __init__(self, suite: str, root=".", studies: Studies | None = None):
+    def __init__(self, suite: str, root=".", studies: Studies | None = None, metrics=(), speed=()):
         self.root = Path(root)
         self.suite_name = suite
         self.suite = load_suite(suite, self.root)
         self.studies = studies or Studies(self.root)
         self.published = read_yaml(self.root / PUBLISHED_FILE)
         self.notes: list[str] = []           # footnotes of the report being built
+        self.shown: set[str] = set()         # kinds of interval shown: "bootstrap", "speed"
+        self.no_interval: dict[str, list] = {}  # why -> runs whose s/sample has no interval
+        self.metrics_files = self._runs(metrics, Plan.metrics_file, "--metrics")
+        self.speed_files = self._runs(speed, Plan.speed_file, "--speed")
 
     # -- files ----------------------------------------------------------------------------------
 
-    def metrics_path(self, experiment: str, variant: str) -> Path:
-        return self.root / "results" / "metrics" / experiment / f"{variant}.parquet"
+    def _runs(self, paths, naming, flag) -> dict[tuple[str, str], Path]:
+        """(experiment, variant) -> file, for the declared input files (relative paths are
+        relative to `root`); a path not named like the workflow's is refused."""
+        out = {}
+        for p in paths:
+            p = Path(p)
+            run = (p.parent.name, p.stem)
+            if not p.as_posix().endswith(naming(*run)) or p.suffix != Path(naming(*run)).suffix:
+                raise DrrError(f"{flag} {p}: not a {naming('<experiment>', '<variant>')} path")
+            out[run] = p if p.is_absolute() else self.root / p
+        return out
 
-    def speed_path(self, experiment: str, variant: str) -> Path:
-        return self.root / "results" / "speed" / experiment / f"{variant}.json"
+    def _declared(self, files: dict, experiment: str, variant: str, what: str, flag: str) -> Path:
+        path = files.get((experiment, variant))
+        if path is None:
+            raise DrrError(f"run {experiment}/{variant}: its {what} file is not among the report's "
+                           f"{flag} inputs ({len(files)} given)")
+        if not path.is_file():
+            target = (Plan.metrics_file if what == "metrics" else Plan.speed_file)(experiment, variant)
+            raise DrrError(f"{path}: {what} file not found (build it with snakemake {target})")
+        return path
+
+    def has_row(self, experiment: str, variant: str) -> bool:
+        path = self.metrics_files.get((experiment, variant))
+        return path is not None and path.is_file()
 
     def row(self, experiment: str, variant: str, phase: str = "revised") -> dict | None:
-        """The metrics row of a phase; None when the experiment is not in the suite. A file the
-        workflow should have made but that is missing is an error naming it."""
+        """The metrics row of a phase; None when the experiment is not in the suite. A run of the
+        suite that is not among the declared inputs, or whose file is missing, is an error naming it."""
         if experiment not in self.suite["experiments"]:
             return None
-        path = self.metrics_path(experiment, variant)
-        if not path.is_file():
-            raise DrrError(f"{path}: metrics file not found (build it with snakemake {path})")
+        path = self._declared(self.metrics_files, experiment, variant, "metrics", "--metrics")
         from drr.metrics.score import read_rows
 
         rows = [r for r in read_rows(path) if r["phase"] == phase]
@@ -62,12 +100,21 @@ class Results:
         return rows[0]
 
     def speed(self, experiment: str, variant: str) -> dict | None:
+        """The speed record, with `s_per_sample_lo`/`_hi` from its per-batch times (or
+        `s_per_sample_note` saying why there is no interval)."""
         if experiment not in self.suite["experiments"]:
             return None
-        path = self.speed_path(experiment, variant)
-        if not path.is_file():
-            raise DrrError(f"{path}: speed file not found (build it with snakemake {path})")
-        return json.loads(path.read_text())
+        path = self._declared(self.speed_files, experiment, variant, "speed", "--speed")
+        rec = json.loads(path.read_text())
+        rec.update(speed_interval(rec))
+        return rec
+
+    def with_speed(self, row: dict | None, sp: dict | None) -> dict | None:
+        """A metrics row with the s/sample of a speed record (and its interval) merged in."""
+        if row is None or sp is None:
+            return row
+        keys = ("s_per_sample", "s_per_sample_lo", "s_per_sample_hi")
+        return dict(row, **{k: sp.get(k) for k in keys}, speed_device=sp.get("device"))
 
     # -- published ------------------------------------------------------------------------------
 
@@ -107,7 +154,12 @@ class Results:
         if value is None:
             why = row.get(NOTE_FIELDS.get(metric, ""), None) or "n/a (not computed)"
             return f"n/a{self.note(f'{METRICS[metric][1]}: {why}')}", None
-        return format(value, spec), float(value)
+        text = format(value, spec)
+        lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+        if lo is not None and hi is not None and all(math.isfinite(x) for x in (lo, hi)):
+            text += f" [{format(lo, spec)}, {format(hi, spec)}]"
+            self.shown.add("speed" if metric == "s_per_sample" else "bootstrap")
+        return text, float(value)
 
     def columns(self, metric: str, row: dict | None, paper: float | None, compare: bool) -> list[str]:
         """[ours, paper, Δ] for a metric; Δ only when our run is the paper's experiment."""
@@ -129,6 +181,25 @@ class Results:
                 f"{verb} no published row (tiny models on a small dataset, few samples, offline "
                 "Inception weights). Their numbers test the pipeline end to end and are **not "
                 "comparable** to the paper's; Δ is shown only where our experiment is the paper's.\n")
+
+
+def speed_interval(rec: dict) -> dict:
+    """{s_per_sample_lo, s_per_sample_hi}: a 95% t-interval of the mean s/sample over the timed
+    batches (per batch: the sum of its phases' seconds / batch size; their mean is s_per_sample),
+    or {s_per_sample_note} when the record has fewer than two per-batch times."""
+    times, bs = rec.get("batch_seconds"), rec.get("batch_size")
+    if not isinstance(times, dict) or not times or not bs:
+        return {"s_per_sample_note": "no per-batch times in the speed file"}
+    per_batch = [sum(ts) / bs for ts in zip(*times.values())]
+    k = len(per_batch)
+    if k < 2:
+        return {"s_per_sample_note": f"{k} timed batch"}
+    from scipy.stats import t as student_t
+
+    mean = sum(per_batch) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in per_batch) / (k - 1))
+    half = float(student_t.ppf(0.975, k - 1)) * sd / math.sqrt(k)
+    return {"s_per_sample_lo": mean - half, "s_per_sample_hi": mean + half}
 
 
 def metric_header(metrics) -> list[str]:

@@ -1,12 +1,14 @@
 """The paper's tables as Markdown: our numbers | published | Δ, with sample counts and references.
 
-    python -m drr.reports.tables --suite tiny --report table1 --out reports/table1.md
+    python -m drr.reports.tables --suite tiny --report table1 --out reports/table1.md \
+        --metrics results/metrics/tiny/default.parquet ... [--speed results/speed/tiny/default.json ...]
 
-Reports: table1 (class-conditional ImageNet), table2 (text-conditional CC-3M), table3 (guidance
-placement), table4 (FID and s/sample vs T_draft), tableA2 (VQ vs RQ), tableA3 (Top-C / Top-C-50% /
-Random). Which experiments and cells each shows is configs/studies.yaml; published numbers are
-configs/published.yaml. A metric that could not be computed reads "n/a[k]" with footnote k giving
-the reason; a row of an experiment outside the suite reads "—". Written atomically.
+Which tables there are, what each shows and how it looks is data: configs/studies.yaml (its
+experiment, cells, `title`, `layout: models | cells` and the layout's keys) and
+configs/published.yaml (the paper's numbers, their source and `note`). The code knows no table by
+name. Rows come only from the files given with --metrics / --speed (the rule's declared inputs).
+A metric that could not be computed reads "n/a[k]" with footnote k giving the reason; a row of an
+experiment outside the suite reads "—". Written atomically.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 from drr.errors import DrrError, user_errors
 from drr.provenance import git_commit, write_text
-from drr.reports.results import (DASH, Results, markdown_table, metric_header, reference_text,
-                                 samples_text)
+from drr.reports.results import (DASH, INTERVALS_NOTE, SPEED_INTERVAL_NOTE, Results, markdown_table,
+                                 metric_header, reference_text, samples_text)
 
 
 def codes_text(cfg: dict) -> str:
@@ -35,9 +37,9 @@ def params_text(experiment: str, res: Results) -> str:
 
 def model_table(res: Results, name: str, metrics: list[str], with_codes: bool = True,
                 speed: bool = False) -> str:
-    """Tables 1, 2 and A2: every published row; our experiments of the suite (those of the
-    report's condition type, configs/studies.yaml) merged into the published row they reproduce,
-    the others (the embedded default) as rows of their own."""
+    """`layout: models` (Tables 1, 2 and A2): every published row; our experiments of the suite
+    (those of the report's condition type, configs/studies.yaml) merged into the published row they
+    reproduce, the others (the embedded default) as rows of their own."""
     pub = res.table(name)
     ours = [c.experiment for c in res.studies.cells(name, res.suite)]
     header = ["Model", "Params"] + (["H×W×D"] if with_codes else [])
@@ -48,8 +50,9 @@ def model_table(res: Results, name: str, metrics: list[str], with_codes: bool = 
         row = res.row(experiment, "default")
         if speed and row is not None:
             sp = res.speed(experiment, "default")
-            row = dict(row, s_per_sample=sp["s_per_sample"], speed_device=sp["device"])
+            row = res.with_speed(row, sp)
             res.note(f"s/sample of `{experiment}` measured on {sp['device']}, batch {sp['batch_size']}")
+            _speed_interval_note(res, sp, f"{experiment}/default")
         return row
 
     for p in pub["rows"]:
@@ -75,35 +78,60 @@ def model_table(res: Results, name: str, metrics: list[str], with_codes: bool = 
         for m in metrics:
             cells += res.columns(m, row, None, compare=False)
         rows.append(cells + [samples_text(row), reference_text(row), f"`{exp}`"])
-    text = markdown_table(header, rows)
-    if pub.get("note"):
-        text += f"\n{pub['note']}\n"
-    return text
+    return markdown_table(header, rows)
 
 
-def cell_table(res: Results, name: str, label_columns, label_of, paper_of, metrics, phases=("revised",),
-               speed: bool = False) -> str:
-    """Tables 3, 4 and A3: one row per cell of the suite's ablation experiment."""
+def _speed_interval_note(res: Results, sp: dict | None, run: str) -> None:
+    """Remember a run whose s/sample has no interval (said in one line under the table; not a
+    numbered footnote, so that the numbering of the others does not depend on it)."""
+    if sp is not None and sp.get("s_per_sample_note"):
+        runs = res.no_interval.setdefault(sp["s_per_sample_note"], [])
+        if f"`{run}`" not in runs:
+            runs.append(f"`{run}`")
+
+
+def label_text(column: dict, cell) -> str:
+    """A label column's text for a cell (configs/studies.yaml `columns`: values or format)."""
+    v = cell.value(column["parameter"])
+    return column["values"][v] if "values" in column else column["format"].format(v)
+
+
+def paper_numbers(pub: dict, path: list[str], cell, phase: str) -> dict:
+    """The published numbers of a cell: pub['cells'] walked along `path` (parameter names, or
+    'phase'); {} where the paper gives none."""
+    node = pub.get("cells", {})
+    for key in path:
+        if not isinstance(node, dict):
+            return {}
+        node = node.get(phase if key == "phase" else cell.value(key))
+    return node if isinstance(node, dict) else {}
+
+
+def cell_table(res: Results, name: str, columns: list[dict], paper: list[str], metrics,
+               phases=("revised",), speed: bool = False) -> str:
+    """`layout: cells` (Tables 3, 4 and A3): the published baselines (`rows`), the suite's
+    baselines, then one row per cell of the suite's ablation experiment."""
     pub = res.table(name)
     cells = res.studies.cells(name, res.suite)
     if not cells:
         return f"No `{res.studies.reports[name]['experiment']}` experiment in suite `{res.suite_name}`.\n"
     compare = res.is_paper_experiment(cells[0].experiment, pub.get("experiment"))
-    header = list(label_columns)
+    header = [c["header"] for c in columns]
     for ph in phases:
         header += [f"{h} ({ph})" if len(phases) > 1 else h for h in metric_header(metrics)]
     header += ["samples", "reference", "cell"]
     rows = []
     baselines = res.studies.baselines(name, res.suite)
 
-    def baseline_row(label, experiment, paper):
+    def baseline_row(label, experiment, paper_row):
         row = res.row(experiment, "default") if experiment in baselines else None
         if row is not None:
             sp = res.speed(experiment, "default")
-            row = dict(row, s_per_sample=sp["s_per_sample"])
-        out = [label] + [""] * (len(label_columns) - 1)
+            row = res.with_speed(row, sp)
+            _speed_interval_note(res, sp, f"{experiment}/default")
+        out = [label] + [""] * (len(columns) - 1)
         for m in metrics:
-            out += res.columns(m, row, paper.get(m), compare=row is not None)
+            out += res.columns(m, row, paper_row.get(m), compare=row is not None)
         return out + [samples_text(row), reference_text(row),
                       f"`{experiment}/default`" if row is not None else DASH]
 
@@ -114,63 +142,53 @@ def cell_table(res: Results, name: str, label_columns, label_of, paper_of, metri
         if experiment not in linked:
             rows.append(baseline_row(f"ours: `{experiment}` (AR RQ-Transformer)", experiment, {}))
     for cell in cells:
-        out = list(label_of(cell))
+        out = [label_text(c, cell) for c in columns]
         row = None
         for ph in phases:
             row = res.row(cell.experiment, cell.name, ph)
             if speed:
                 sp = res.speed(cell.experiment, cell.name)
-                row = dict(row, s_per_sample=sp["s_per_sample"])
+                row = res.with_speed(row, sp)
                 res.note(f"s/sample measured on {sp['device']}, batch {sp['batch_size']}, "
                          f"{sp['timed_batches']} timed batches after {sp['warmup_batches']} warm-up")
-            paper = paper_of(cell, ph) or {}
+                _speed_interval_note(res, sp, f"{cell.experiment}/{cell.name}")
+            numbers = paper_numbers(pub, paper, cell, ph)
             for m in metrics:
-                out += res.columns(m, row, paper.get(m), compare)
+                out += res.columns(m, row, numbers.get(m), compare)
         rows.append(out + [samples_text(row), reference_text(row), f"`{cell.experiment}/{cell.name}`"])
     return markdown_table(header, rows)
 
 
-TITLES = {
-    "table1": "Table 1: class-conditional image generation (ImageNet 256×256 in the paper)",
-    "table2": "Table 2: text-conditional image generation (CC-3M in the paper)",
-    "table3": "Table 3: classifier-free guidance in the draft and revise phases",
-    "table4": "Table 4: FID and sampling speed vs T_draft",
-    "tableA2": "Appendix Table 2: Contextual VQ- vs RQ-Transformer",
-    "tableA3": "Appendix Table 3: confidence-based vs random UPDATE in the draft phase",
-}
+def table_names(studies) -> list[str]:
+    return [n for n in studies.reports if studies.kind(n) == "table"]
 
 
 def build(res: Results, name: str) -> str:
+    if name not in table_names(res.studies):
+        raise DrrError(f"--report {name}: not a table of {res.studies.path} "
+                       f"({', '.join(table_names(res.studies))})")
+    spec = res.studies.reports[name]
     pub = res.table(name)
-    if name == "table1":
-        body = model_table(res, name, ["fid", "is", "precision", "recall"])
-    elif name == "table2":
-        body = model_table(res, name, ["fid", "clip"], with_codes=False)
-    elif name == "tableA2":
-        body = model_table(res, name, ["fid", "precision", "recall", "s_per_sample"], speed=True)
-    elif name == "table3":
-        marks = {"none": ("", ""), "draft": ("✓", ""), "revise": ("", "✓"), "both": ("✓", "✓")}
-        body = cell_table(res, name, ["Draft", "Revise"], lambda c: marks[c.value("guidance")],
-                          lambda c, ph: pub["cells"].get(c.value("guidance")),
-                          ["fid", "precision", "recall"])
-    elif name == "table4":
-        body = cell_table(res, name, ["Model / T_draft"], lambda c: [f"T_draft = {c.value('t_draft')}"],
-                          lambda c, ph: pub["cells"].get(c.value("t_draft")), ["fid", "s_per_sample"],
-                          speed=True)
-    elif name == "tableA3":
-        names = {"top-c": "Top-C", "top-c-50": "Top-C-50%", "random": "Random"}
-        body = cell_table(res, name, ["T_draft", "Strategy"],
-                          lambda c: [str(c.value("t_draft")), names[c.value("strategy")]],
-                          lambda c, ph: pub["cells"].get(c.value("t_draft"), {})
-                          .get(c.value("strategy"), {}).get(ph),
-                          ["fid", "precision", "recall"], phases=("draft", "revised"))
+    speed = bool(spec.get("speed", False))
+    phases = tuple(spec.get("phases", ["revised"]))
+    if spec["layout"] == "models":
+        body = model_table(res, name, spec["metrics"], with_codes=spec.get("codes", False), speed=speed)
     else:
-        raise DrrError(f"--report {name}: not one of {', '.join(TITLES)}")
+        body = cell_table(res, name, spec["columns"], spec["paper"], spec["metrics"], phases, speed)
+    if pub.get("note"):
+        body += f"\n{pub['note']}\n"
     experiments = sorted({c.experiment for c in res.studies.cells(name, res.suite)})
-    parts = [f"# {TITLES[name]}\n", res.banner(experiments),
+    shown = [text for kind, text in (("bootstrap", INTERVALS_NOTE), ("speed", SPEED_INTERVAL_NOTE))
+             if kind in res.shown]
+    shown += [f"s/sample without an interval ({why}): {', '.join(runs)}."
+              for why, runs in res.no_interval.items()]
+    parts = [f"# {spec['title']}\n", res.banner(experiments),
              f"Published: {pub['source']}. Each metric: ours | paper | Δ (ours − paper, only where our "
-             f"experiment is the one the paper measured). Suite `{res.suite_name}`.\n", body]
-    extractor = _extractor_note(res, experiments, name)
+             f"experiment is the one the paper measured). Suite `{res.suite_name}`.\n"]
+    if shown:  # what the brackets after our numbers are, or that s/sample has none
+        parts.append(" ".join(shown) + "\n")
+    parts.append(body)
+    extractor = _extractor_note(res, name, phases[0])
     if extractor:
         parts.append(f"\nFeatures: {extractor}. Precision/recall: k = 3 nearest neighbours "
                      "(Kynkäänniemi et al.) in Inception pool features against the reference's "
@@ -183,11 +201,10 @@ def build(res: Results, name: str) -> str:
     return "\n".join(parts)
 
 
-def _extractor_note(res: Results, experiments, name) -> str | None:
+def _extractor_note(res: Results, name, phase) -> str | None:
     for cell in res.studies.cells(name, res.suite):
-        path = res.metrics_path(cell.experiment, cell.name)
-        if path.is_file():
-            row = res.row(cell.experiment, cell.name, "revised" if name != "tableA3" else "draft")
+        if res.has_row(cell.experiment, cell.name):
+            row = res.row(cell.experiment, cell.name, phase)
             return f"{row['extractor_id']} ({row['fid_network']} weights)"
     return None
 
@@ -195,12 +212,16 @@ def _extractor_note(res: Results, experiments, name) -> str | None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
-    p.add_argument("--report", required=True, choices=sorted(TITLES))
+    p.add_argument("--report", required=True, help="a table of configs/studies.yaml")
     p.add_argument("--out", required=True, type=Path, help="Markdown file to write")
+    p.add_argument("--metrics", nargs="*", default=[], type=Path,
+                   help="the metrics files of the report's runs (results/metrics/<experiment>/<variant>.parquet)")
+    p.add_argument("--speed", nargs="*", default=[], type=Path,
+                   help="the speed files of its runs (results/speed/<experiment>/<variant>.json)")
     p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
     args = p.parse_args(argv)
     with user_errors():
-        res = Results(args.suite, args.root)
+        res = Results(args.suite, args.root, metrics=args.metrics, speed=args.speed)
         write_text(args.out, build(res, args.report))
         print(f"wrote {args.out}")
 

@@ -1,6 +1,7 @@
 # Reports stage: the paper's tables and figures from the cells' metrics (drr/reports). What each
 # report shows is data: configs/studies.yaml names its experiment (the suite's `ablation` or `vq`
-# experiment, or all of them) and its cells; configs/published.yaml holds the paper's numbers.
+# experiment, or all of them), its cells and its layout; configs/published.yaml holds the paper's
+# numbers. A report program reads only the files its rule declares (--metrics, --speed).
 # Each cell is its own target (results/metrics/<experiment>/<cell>.parquet), so a report rebuilds
 # only the cells that changed, and a cell changes only sampling: no model is retrained.
 TABLES, FIGURES = PLAN.report_names("table"), PLAN.report_names("figure")
@@ -26,7 +27,7 @@ rule report_table:
         "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.tables --suite {params.suite:q} --report {wildcards.report:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --metrics {input.metrics:q} --speed {input.speed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_figure:
@@ -47,7 +48,7 @@ rule report_figure:
         "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.figures --suite {params.suite:q} --figure {wildcards.report:q}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        " --metrics {input.metrics:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 rule figure5:

@@ -298,3 +298,24 @@ def test_dry_run_of_the_claims_target_plans_its_cells(tmp_path):
     assert counts["claims"] == 1
     assert counts["compute_metrics"] == 21 and counts["sampling_speed"] == 6
     assert counts["train_transformer"] == 2 and "report_table" not in counts
+
+
+def test_rule_all_has_the_claims_on_suite_small_only(tmp_path):
+    cwd = copy_workflow(tmp_path)
+    assert planned_jobs(cwd, "--config", "suite=small").get("claims") == 1
+    assert "claims" not in planned_jobs(cwd, "--config", "suite=tiny")
+
+
+def test_editing_the_claims_file_changes_the_rules_hash(suite_files):
+    root, _, _ = suite_files
+    wf = read_yaml(root / "configs/workflow.yaml")
+    wf["suite"] = "small"
+    plan = Plan(root, wf)
+    path = root / "configs/claims.yaml"
+    before, text = C.claims_hash(plan), path.read_text()
+    try:
+        path.write_text(text.replace("better: lower", "better: higher", 1))
+        assert C.claims_hash(plan) != before
+    finally:
+        path.write_text(text)
+    assert C.claims_hash(plan) == before

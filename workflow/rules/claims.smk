@@ -8,18 +8,9 @@
 # samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
 # cell) the intervals are too wide to say anything, and `paper` is a cluster run whose claims
 # target is asked for by name: snakemake reports/claims.md --config suite=paper.
-import drr.claims
-
-CLAIMS_FILE = drr.claims.CLAIMS_FILE
+# (The input function claims_inputs is in common.smk.)
 CLAIMS_IN_ALL = PLAN.suite_name == "small"
 CLAIMS_TARGETS = ["reports/claims.md"] if CLAIMS_IN_ALL else []
-
-
-def claims_inputs(w):
-    try:
-        return drr.claims.claims_inputs(PLAN, CLAIMS_FILE)
-    except DrrError as e:
-        raise WorkflowError(str(e))
 
 
 rule claims:
@@ -32,7 +23,7 @@ rule claims:
     params:
         py=PY,
         suite=config["suite"],
-        hash=lambda w: drr.claims.claims_hash(PLAN, CLAIMS_FILE),
+        hash=lambda w: drr.claims.claims_hash(PLAN, drr.claims.CLAIMS_FILE),
         speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
     conda:
         "../../environment.yml"

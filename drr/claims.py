@@ -338,7 +338,11 @@ def _row(ctx: Context, run, phase: str) -> tuple[dict, Path]:
         raise Missing(f"{ctx.plan.metrics_file(*run)} was not given (--metrics)")
     if not Path(path).is_file():
         raise Missing(f"{path} is missing")
-    rows = [r for r in read_rows(path) if r.get("phase") == phase]
+    try:
+        rows = [r for r in read_rows(path) if r.get("phase") == phase]
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the input's fault
+        raise DrrError(f"{path}: not a metrics file of drr.metrics.score ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if not rows:
         raise Missing(f"{path} has no {phase} row")
     return rows[0], Path(path)
@@ -379,7 +383,13 @@ def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
         raise Missing(f"{ctx.plan.speed_file(*run)} was not given (--speed)")
     if not Path(path).is_file():
         raise Missing(f"{path} is missing")
-    return per_batch_seconds(json.loads(Path(path).read_text()), path), Path(path)
+    try:
+        rec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (not JSON: {e})") from None
+    if not isinstance(rec, dict):
+        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (expected a JSON object)")
+    return per_batch_seconds(rec, path), Path(path)
 
 
 def speed_estimate(ctx: Context, run) -> Estimate:

@@ -319,3 +319,20 @@ def test_editing_the_claims_file_changes_the_rules_hash(suite_files):
     finally:
         path.write_text(text)
     assert C.claims_hash(plan) == before
+
+
+def test_unreadable_inputs_are_one_line_errors_naming_the_file(suite_files, tmp_path):
+    root, given, _ = suite_files
+    bad = tmp_path / "results/metrics/small/base.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not parquet")
+    metrics = [f for f in given["metrics"] if not f.endswith("small/base.parquet")] + [str(bad)]
+    with pytest.raises(DrrError, match=r"base.parquet: not a metrics file") as e:
+        C.build("small", metrics, given["speed"], root / "configs/claims.yaml", root)
+    assert "\n" not in str(e.value)
+    sp = tmp_path / "results/speed/small/base.json"
+    sp.parent.mkdir(parents=True)
+    sp.write_text("{")
+    speed = [f for f in given["speed"] if not f.endswith("small/base.json")] + [str(sp)]
+    with pytest.raises(DrrError, match=r"base.json: not a speed file"):
+        C.build("small", given["metrics"], speed, root / "configs/claims.yaml", root)

@@ -22,10 +22,12 @@ include: "workflow/rules/transformer.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/reports.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:
     input:
         PLAN.all_targets(),
         "reports/index.md",
+        CLAIMS_TARGETS,
     default_target: True

@@ -464,8 +464,10 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"transformer:{exp}", stage_hash(cfg, "transformer"), *model)
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")
-    timed = {(e, "default") for e in plan.experiments}  # speed files: defaults, and the runs of speed reports
+    claims = _claims_runs(plan)
+    timed = {(e, "default") for e in plan.experiments}  # speed files: defaults, the runs of speed reports
     timed |= {run for r in plan.reports if plan.reports[r].speed and plan.available(r) for run in plan.report_runs(r)}
+    timed |= set(claims["speed"]) if claims else set()  # and those of the speed claims
     for exp, variants in _variants(plan).items():
         tok = plan.experiments[exp]["tokenizer"]["name"]
         for v in variants:
@@ -487,7 +489,27 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"report:{report}", config_hash(plan.report_spec(report)), *needs)
     add("report:index", config_hash(sorted(plan.reports)),
         *(f"report:{r}" for r in plan.reports if plan.available(r)))
+    if claims:
+        add("report:claims", claims["hash"], *(f"metrics:{e}/{v}" for e, v in claims["metrics"]),
+            *(f"speed:{e}/{v}" for e, v in claims["speed"]))
     return out
+
+
+def _run_of(path: str) -> tuple[str, str]:
+    """(experiment, variant) of a metrics or speed file path (Plan.metrics_file, Plan.speed_file)."""
+    p = Path(path)
+    return p.parent.name, p.stem
+
+
+def _claims_runs(plan: Plan) -> dict | None:
+    """The runs the claims report reads (drr.claims: configs/claims.yaml), or None without the file."""
+    from drr.claims import CLAIMS_FILE, claims_hash, claims_inputs
+
+    if not (plan.root / CLAIMS_FILE).is_file():
+        return None
+    inputs = claims_inputs(plan, CLAIMS_FILE)
+    return {"metrics": [_run_of(f) for f in inputs["metrics"]], "speed": [_run_of(f) for f in inputs["speed"]],
+            "hash": claims_hash(plan, CLAIMS_FILE)}
 
 
 def rebuilt(old: Plan | dict, new: Plan | dict) -> set[str]:

@@ -102,7 +102,20 @@ def test_one_cell_value_plans_that_cell_and_the_reports_that_show_it(root):
         assert old in text
         path.write_text(text.replace(old, "cells: [{t_draft: [4, 8, 16, 32, 48]}]"))
     got = rebuilt_after(root, edit)
-    assert got == {"samples:tiny/t_draft=48", "metrics:tiny/t_draft=48", "report:fig4a", "report:index"}
+    # the claims report reads Figure 4(a)'s cells, and times them (time per sample vs T_draft)
+    assert got == {"samples:tiny/t_draft=48", "metrics:tiny/t_draft=48", "speed:tiny/t_draft=48",
+                   "report:fig4a", "report:claims", "report:index"}
+
+
+def test_a_cell_no_claim_reads_plans_no_claims_report(root):
+    def edit(r):
+        path = r / "configs/studies.yaml"
+        old = "cells: [{M: [0, 1, 2, 3, 4, 5]}]"
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, "cells: [{M: [0, 1, 2, 3, 4, 5, 6]}]"))
+    got = rebuilt_after(root, edit)
+    assert {"samples:tiny/M=6", "metrics:tiny/M=6", "report:fig4b", "report:index"} <= got
+    assert not any(k.startswith("speed:") for k in got)
 
 
 def test_a_speed_report_cell_also_plans_its_speed_measurement(root):
@@ -112,7 +125,7 @@ def test_a_speed_report_cell_also_plans_its_speed_measurement(root):
                                                  "cells: [{t_draft: [8, 32, 48]}]"))
     got = rebuilt_after(root, edit)
     assert got == {"samples:tiny/t_draft=48", "metrics:tiny/t_draft=48", "speed:tiny/t_draft=48",
-                   "report:table4", "report:index"}
+                   "report:table4", "report:claims", "report:index"}  # Table 4 is also a claim
 
 
 def test_a_published_number_plans_only_its_report(root):

@@ -11,6 +11,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+import drr.claims
 import drr.lock
 import drr.plan
 from drr.errors import DrrError
@@ -121,6 +122,14 @@ def report_inputs(w):
 
 def report_hash(w):
     return drr.plan.config_hash(PLAN.report_spec(w.report))
+
+
+def claims_inputs(w):
+    """Metrics and speed files of every run configs/claims.yaml reads, and the file itself."""
+    try:
+        return drr.claims.claims_inputs(PLAN, drr.claims.CLAIMS_FILE)
+    except DrrError as e:
+        raise WorkflowError(str(e))
 
 
 def grid_args(w, input):

@@ -1,0 +1,611 @@
+"""Verdicts on the paper's claims (configs/claims.yaml) from the suite's metrics rows and speed files.
+
+    python -m drr.claims --metrics results/metrics/small/base.parquet ... \
+        --speed results/speed/small/base.json ... --claims configs/claims.yaml --suite small \
+        --out reports/claims.md
+
+The rule `claims` (workflow/rules/claims.smk) passes every file the claims need; each is named by
+its path as the workflow names it (drr.plan: ``results/metrics/<experiment>/<variant>.parquet``,
+``results/speed/<experiment>/<variant>.json``). A run a claim needs whose file is not given or not
+there reads "n/a, because ..." and gives no verdict.
+
+Verdicts (docs/small-suite.md, Protocol; nothing here is typed by hand):
+
+- Each comparison is an *effect* oriented so that a positive value is the paper's direction, with a
+  95% basic bootstrap interval (drr.metrics.intervals.basic_interval). *reproduced*: the interval is
+  above 0; *not reproduced*: below 0; *inconclusive*: it contains 0.
+- The difference of two metrics rows uses their stored bootstrap replicates: rows with the same
+  ``boot_key`` were resampled at the same sample indices, so replicate b of one minus replicate b
+  of the other is the paired bootstrap of the difference. Rows with different keys were resampled
+  independently; replicate b of each is then an independent draw and their difference is the
+  two-sample bootstrap (the report says "unpaired" on that line).
+- s/sample: the speed file's per-batch times (``batch_seconds``, every phase summed, over
+  ``batch_size``); replicates resample the timed batches of each run independently (B =
+  SPEED_REPLICATES, seeded per run from BOOT_SEED and the file's name).
+- A claim of several comparisons (``for_each: cells``, a list of comparisons, a trend's slope and
+  end-point difference) follows the intersection-union rule: reproduced when every comparison is,
+  not reproduced when any one is, inconclusive otherwise; n/a when any is n/a.
+- Trend: least-squares slope of the metric against log2 of the parameter (``x: linear``: the
+  parameter itself), slope replicates from the cells' replicates, and the end-point difference
+  (largest minus smallest parameter value).
+- Linear time: the slope of s/sample against the parameter must be positive, and the largest
+  |residual| of the least-squares line, relative to the fitted range (fit at the largest minus fit
+  at the smallest value), below MAX_RELATIVE_RESIDUAL: the effect is 0.15 minus that residual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from drr.errors import DrrError, user_errors
+from drr.metrics.intervals import BOOT_SEED, LEVEL, basic_interval
+from drr.studies import read_yaml
+
+CLAIMS_FILE = "configs/claims.yaml"
+MAX_RELATIVE_RESIDUAL = 0.15     # the protocol's bound on the linear fit's largest residual
+SPEED_REPLICATES = 2000          # bootstrap replicates over timed batches (cheap: means of a few numbers)
+
+KINDS = ("pairs", "trend", "linear_time")
+# metric -> (row field of the point estimate, replicate field, note field, label)
+METRICS = {
+    "fid": ("fid", "boot_fid", "fid_note", "FID"),
+    "precision": ("precision", "boot_precision", "pr_note", "precision"),
+    "recall": ("recall", "boot_recall", "pr_note", "recall"),
+    "is": ("is_mean", "boot_is", "is_note", "IS"),
+    "kid": ("kid_mean", "boot_kid", "kid_note", "KID"),
+    "clip": ("clip_score", "boot_clip", "clip_note", "CLIP score"),
+    "s_per_sample": (None, None, None, "s/sample"),
+}
+PHASES = ("revised", "draft")
+RUNS = ("ablation", "ar")
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+
+
+class Missing(Exception):
+    """A result a comparison needs is not there: the comparison reads "n/a, because <reason>"."""
+
+
+# --- the verdict maths (pure functions of numbers) -------------------------------------------------
+
+@dataclass
+class Estimate:
+    """A quantity with its bootstrap replicates; `key` names the index matrix behind them (rows with
+    the same key are paired), None when they were drawn on their own (speed)."""
+    value: float
+    reps: np.ndarray
+    key: str | None = None
+
+
+@dataclass
+class Effect:
+    """One oriented comparison: positive = the paper's direction."""
+    label: str
+    value: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    how: str = ""                 # paired | unpaired | ...
+    shown: str = ""               # the values compared, for the reader
+    na: str | None = None         # "n/a, because ..." reason
+
+    @property
+    def verdict(self) -> str | None:
+        return None if self.na is not None else verdict(self.lo, self.hi)
+
+
+def verdict(lo: float, hi: float) -> str:
+    """reproduced when the interval is above 0, not reproduced when below, else inconclusive."""
+    if lo > 0:
+        return REPRODUCED
+    if hi < 0:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def combine(verdicts: list) -> str | None:
+    """Intersection-union over comparisons: None (n/a) if any is n/a."""
+    if not verdicts or any(v is None for v in verdicts):
+        return None
+    if all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    if any(v == NOT_REPRODUCED for v in verdicts):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def oriented(label: str, value: float, reps: np.ndarray, sign: int, how: str = "", shown: str = "") -> Effect:
+    """The effect sign·value with the basic interval of sign·reps."""
+    v = sign * float(value) + 0.0          # + 0.0: no "-0" in the report
+    lo, hi = basic_interval(v, sign * np.asarray(reps, np.float64), LEVEL)
+    return Effect(label, v, lo, hi, how, shown)
+
+
+def difference(a: Estimate, b: Estimate) -> tuple[float, np.ndarray, str]:
+    """a − b with replicates: paired when both come from the same index matrix, else the
+    difference of independent replicates (the first min(B_a, B_b) of each)."""
+    if a.key is not None and a.key == b.key and len(a.reps) == len(b.reps):
+        return a.value - b.value, a.reps - b.reps, "paired"
+    n = min(len(a.reps), len(b.reps))
+    return a.value - b.value, a.reps[:n] - b.reps[:n], "unpaired (independent replicates)"
+
+
+def slopes(x, y) -> np.ndarray:
+    """Least-squares slope of each row of y (..., k) against x (k,)."""
+    x = np.asarray(x, np.float64)
+    xc = x - x.mean()
+    y = np.asarray(y, np.float64)
+    return (y - y.mean(-1, keepdims=True)) @ xc / float(xc @ xc)
+
+
+def max_relative_residual(x, y) -> np.ndarray:
+    """Largest |residual| of the least-squares line of each row of y against x, over the fitted
+    range |fit(max x) − fit(min x)| (inf when the fit is flat)."""
+    x = np.asarray(x, np.float64)
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    b = slopes(x, y)
+    a = y.mean(-1) - b * x.mean()
+    fit = a[:, None] + b[:, None] * x[None, :]
+    span = np.abs(b * (x.max() - x.min()))
+    res = np.abs(y - fit).max(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(span > 0, res / span, np.inf)
+
+
+def trend_effects(x, points: list[Estimate], sign: int, label: str) -> list[Effect]:
+    """[slope effect, end-point effect] of a trend; `x` sorted ascending, `sign` +1 when the paper
+    says the metric grows with x."""
+    y = np.array([p.value for p in points])
+    n = min(len(p.reps) for p in points)
+    reps = np.stack([p.reps[:n] for p in points], axis=1)          # (B, k)
+    keys = {p.key for p in points}
+    how = "paired" if len(keys) == 1 and None not in keys else "unpaired (independent replicates)"
+    slope = oriented(f"slope of {label}", float(slopes(x, y)), slopes(x, reps), sign, how)
+    d, d_reps, d_how = difference(points[-1], points[0])
+    end = oriented(f"{label}: last − first", d, d_reps, sign, d_how)
+    return [slope, end]
+
+
+def batch_replicates(per_batch, b: int, seed) -> np.ndarray:
+    """B bootstrap means of per-batch s/sample (batches resampled with replacement)."""
+    t = np.asarray(per_batch, np.float64)
+    rng = np.random.default_rng(seed)
+    return t[rng.integers(0, len(t), size=(b, len(t)))].mean(1)
+
+
+def linear_time_effects(x, per_batch: list, seeds: list, label: str = "s/sample",
+                        b: int = SPEED_REPLICATES) -> list[Effect]:
+    """[slope > 0, MAX_RELATIVE_RESIDUAL − largest relative residual > 0] of s/sample against x,
+    from each run's per-batch s/sample (runs resampled independently)."""
+    x = np.asarray(x, np.float64)
+    y = np.array([np.mean(t) for t in per_batch])
+    reps = np.stack([batch_replicates(t, b, s) for t, s in zip(per_batch, seeds)], axis=1)
+    how = "bootstrap over timed batches"
+    slope = oriented(f"slope of {label}", float(slopes(x, y)), slopes(x, reps), +1, how)
+    r_hat = float(max_relative_residual(x, y)[0])
+    r_reps = max_relative_residual(x, reps)
+    resid = oriented(f"{MAX_RELATIVE_RESIDUAL} − largest relative residual", MAX_RELATIVE_RESIDUAL - r_hat,
+                     MAX_RELATIVE_RESIDUAL - r_reps, +1, how, f"largest relative residual {r_hat:.3g}")
+    if not math.isfinite(r_hat):
+        resid = Effect(resid.label, na="the fitted line is flat (no range to compare residuals with)")
+    return [slope, resid]
+
+
+# --- claims.yaml -----------------------------------------------------------------------------------
+
+def _need(where: str, spec: dict, key: str, choices=None):
+    if key not in spec:
+        raise DrrError(f"{where}: missing field '{key}'")
+    v = spec[key]
+    if choices is not None and v not in choices:
+        raise DrrError(f"{where}.{key}: {v!r} is not one of {', '.join(map(str, choices))}")
+    return v
+
+
+def load_claims(path, studies) -> dict:
+    """configs/claims.yaml, checked against configs/studies.yaml (reports, parameters)."""
+    path = Path(path)
+    data = read_yaml(path)
+    claims = data.get("claims")
+    if not isinstance(claims, dict) or not claims:
+        raise DrrError(f"{path}: field 'claims' must be a non-empty mapping")
+    for name, c in claims.items():
+        where = f"{path}: claims.{name}"
+        if not isinstance(c, dict):
+            raise DrrError(f"{where}: expected a mapping")
+        for key in ("paper", "source"):
+            _need(where, c, key)
+        report = _need(where, c, "report")
+        if report not in studies.reports:
+            raise DrrError(f"{where}.report: unknown report {report!r} ({studies.path.name} has "
+                           f"{', '.join(studies.reports)})")
+        kind = _need(where, c, "kind", KINDS)
+        if "phase" in c:
+            _need(where, c, "phase", PHASES)
+        if kind in ("trend", "linear_time"):
+            p = _need(where, c, "parameter")
+            if p not in studies.parameters:
+                raise DrrError(f"{where}.parameter: unknown parameter {p!r} ({studies.path.name} "
+                               f"parameters: {', '.join(studies.parameters)})")
+            if "x" in c:
+                _need(where, c, "x", ("log2", "linear"))
+        if kind == "trend":
+            _need(where, c, "metric", METRICS)
+            _need(where, c, "better", ("lower", "higher"))
+            _need(where, c, "direction", ("improves", "worsens"))
+        if kind == "linear_time":
+            _need(where, c, "metric", ("s_per_sample",))
+        for short in c.get("where", {}) or {}:
+            if short not in studies.parameters:
+                raise DrrError(f"{where}.where: unknown parameter {short!r}")
+        if kind == "pairs":
+            comps = _need(where, c, "comparisons")
+            if not isinstance(comps, list) or not comps:
+                raise DrrError(f"{where}.comparisons: expected a non-empty list")
+            if "for_each" in c:
+                _need(where, c, "for_each", ("cells",))
+            for i, comp in enumerate(comps):
+                w = f"{where}.comparisons[{i}]"
+                if not isinstance(comp, dict):
+                    raise DrrError(f"{w}: expected a mapping with a and b")
+                metric = comp.get("metric", c.get("metric"))
+                if metric is None:
+                    raise DrrError(f"{w}: missing field 'metric' (here or in the claim)")
+                if metric not in METRICS:
+                    raise DrrError(f"{w}.metric: {metric!r} is not one of {', '.join(METRICS)}")
+                better = comp.get("better", c.get("better"))
+                if better not in ("lower", "higher"):
+                    raise DrrError(f"{w}: field 'better' must be lower or higher (here or in the claim), "
+                                   f"not {better!r}")
+                for side in ("a", "b"):
+                    sel = _need(w, comp, side)
+                    if not isinstance(sel, dict):
+                        raise DrrError(f"{w}.{side}: expected a mapping (cell, run, phase)")
+                    for k in sel:
+                        if k not in ("cell", "run", "phase"):
+                            raise DrrError(f"{w}.{side}: unknown field {k!r} (cell, run, phase)")
+                    if "run" in sel:
+                        _need(f"{w}.{side}", sel, "run", RUNS)
+                    if "phase" in sel:
+                        _need(f"{w}.{side}", sel, "phase", PHASES)
+                    for short in sel.get("cell", {}) or {}:
+                        if short not in studies.parameters:
+                            raise DrrError(f"{w}.{side}.cell: unknown parameter {short!r}")
+    return claims
+
+
+# --- resolving runs --------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """The suite's plan, the claims file and the input files by (experiment, variant)."""
+    plan: object
+    claims_path: Path
+    metrics: dict = field(default_factory=dict)   # (experiment, variant) -> Path
+    speed: dict = field(default_factory=dict)
+
+    def where(self, name: str) -> str:
+        return f"{self.claims_path}: claims.{name}"
+
+
+def report_cells(ctx: Context, name: str, claim: dict):
+    plan, report = ctx.plan, claim["report"]
+    if not plan.available(report):
+        raise Missing(plan.missing_reason(report))
+    cells = plan.cells(report)
+    want = claim.get("where") or {}
+    return [c for c in cells if all(dict(c.values).get(k) == v for k, v in want.items())]
+
+
+def select_run(ctx: Context, name: str, claim: dict, sel: dict) -> tuple[str, str]:
+    """(experiment, variant) of a side of a comparison."""
+    plan, report = ctx.plan, claim["report"]
+    if "run" in sel:
+        ablation = plan.suite.get("ablation")
+        if ablation is None:
+            raise Missing(f"suite {plan.suite_name} has no ablation experiment (configs/workflow.yaml)")
+        if sel["run"] == "ablation":
+            run = (ablation, "default")
+        else:
+            ars = sorted(a for a, c in plan.ar_partner.items() if c == ablation)
+            if not ars:
+                raise Missing(f"suite {plan.suite_name} has no AR RQ-Transformer on the tokenizer of {ablation}")
+            run = (ars[0], "default")
+        if plan.available(report) and run not in plan.report_runs(report):
+            raise DrrError(f"{ctx.where(name)}: run {sel['run']} ({run[0]}/{run[1]}) is not a run of "
+                           f"report {report} (studies.yaml: its cells and baselines)")
+        return run
+    want = sel.get("cell") or {}
+    cells = report_cells(ctx, name, claim)
+    hits = [c for c in cells if all(k in dict(c.values) and dict(c.values)[k] == v for k, v in want.items())]
+    if len(hits) != 1:
+        text = ",".join(f"{k}={v}" for k, v in want.items()) or "(no values)"
+        raise DrrError(f"{ctx.where(name)}: cell {text} matches {len(hits)} cells of report {report} "
+                       f"({', '.join(c.name for c in cells)}); name one cell")
+    return hits[0].experiment, hits[0].name
+
+
+def _row(ctx: Context, run, phase: str) -> tuple[dict, Path]:
+    from drr.metrics.score import read_rows
+
+    path = ctx.metrics.get(run)
+    if path is None:
+        raise Missing(f"{ctx.plan.metrics_file(*run)} was not given (--metrics)")
+    if not Path(path).is_file():
+        raise Missing(f"{path} is missing")
+    try:
+        rows = [r for r in read_rows(path) if r.get("phase") == phase]
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the input's fault
+        raise DrrError(f"{path}: not a metrics file of drr.metrics.score ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not rows:
+        raise Missing(f"{path} has no {phase} row")
+    return rows[0], Path(path)
+
+
+def metric_estimate(ctx: Context, run, phase: str, metric: str) -> Estimate:
+    if metric == "s_per_sample":
+        return speed_estimate(ctx, run)
+    field_, boot, note, _ = METRICS[metric]
+    row, path = _row(ctx, run, phase)
+    if row.get(field_) is None:
+        raise Missing(f"{path} ({phase}) has no {metric}: {row.get(note) or 'null'}")
+    reps = row.get(boot)
+    if not reps:
+        raise Missing(f"{path} ({phase}) has no bootstrap replicates of {metric}"
+                      + (f": {row['interval_note']}" if row.get("interval_note") else ""))
+    return Estimate(float(row[field_]), np.asarray(reps, np.float64), row.get("boot_key"))
+
+
+def per_batch_seconds(rec: dict, path) -> np.ndarray:
+    """s/sample of each timed batch: every phase's batch time summed, over the batch size."""
+    times = rec.get("batch_seconds")
+    if not isinstance(times, dict) or not times or not rec.get("batch_size"):
+        raise Missing(f"{path} has no per-batch times (batch_seconds, batch_size)")
+    lists = [np.asarray(v, np.float64) for v in times.values() if v is not None]
+    if not lists or len({len(v) for v in lists}) != 1 or len(lists[0]) == 0:
+        raise Missing(f"{path}: batch_seconds has no timed batches of equal count per phase")
+    return np.sum(lists, axis=0) / rec["batch_size"]
+
+
+def _speed_seed(path) -> list[int]:
+    return [BOOT_SEED, int(hashlib.sha256(str(path).encode()).hexdigest()[:8], 16)]
+
+
+def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
+    path = ctx.speed.get(run)
+    if path is None:
+        raise Missing(f"{ctx.plan.speed_file(*run)} was not given (--speed)")
+    if not Path(path).is_file():
+        raise Missing(f"{path} is missing")
+    try:
+        rec = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (not JSON: {e})") from None
+    if not isinstance(rec, dict):
+        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (expected a JSON object)")
+    return per_batch_seconds(rec, path), Path(path)
+
+
+def speed_estimate(ctx: Context, run) -> Estimate:
+    t, path = _speed(ctx, run)
+    return Estimate(float(t.mean()), batch_replicates(t, SPEED_REPLICATES, _speed_seed(path)), None)
+
+
+# --- evaluating a claim ----------------------------------------------------------------------------
+
+def _fmt(v) -> str:
+    return f"{v:.4g}"
+
+
+def _sign(better: str, direction: str = "improves") -> int:
+    """+1 when the paper's direction is the metric growing."""
+    return (1 if better == "higher" else -1) * (1 if direction == "improves" else -1)
+
+
+def _comparisons(ctx: Context, name: str, claim: dict) -> list[tuple[str, dict, dict, str, str]]:
+    """(label prefix, a selector, b selector, metric, better) of each comparison of a pairs claim."""
+    base = [(c, c.get("metric", claim.get("metric")), c.get("better", claim.get("better")))
+            for c in claim["comparisons"]]
+    if claim.get("for_each") != "cells":
+        return [("", c["a"], c["b"], m, b) for c, m, b in base]
+    out = []
+    for cell in report_cells(ctx, name, claim):
+        cellsel = dict(cell.values)
+        for c, m, b in base:
+            out.append((f"{cell.name}: ", {**c["a"], "cell": cellsel}, {**c["b"], "cell": cellsel}, m, b))
+    return out
+
+
+def _side_text(run, phase, metric) -> str:
+    return f"{run[0]}/{run[1]}" + ("" if metric == "s_per_sample" else f" ({phase})")
+
+
+def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
+    """The oriented effects of one claim (those that cannot be computed carry their n/a reason)."""
+    kind = claim["kind"]
+    default_phase = claim.get("phase", "revised")
+    try:
+        if kind == "pairs":
+            effects = []
+            for prefix, a, b, metric, better in _comparisons(ctx, name, claim):
+                ra, rb = select_run(ctx, name, claim, a), select_run(ctx, name, claim, b)
+                pa, pb = a.get("phase", default_phase), b.get("phase", default_phase)
+                label = (f"{prefix}{METRICS[metric][3]} ({better} is better): "
+                         f"{_side_text(ra, pa, metric)} vs {_side_text(rb, pb, metric)}")
+                try:
+                    ea, eb = metric_estimate(ctx, ra, pa, metric), metric_estimate(ctx, rb, pb, metric)
+                except Missing as e:
+                    effects.append(Effect(label, na=str(e)))
+                    continue
+                d, reps, how = difference(ea, eb)
+                effects.append(oriented(label, d, reps, _sign(better), how,
+                                        f"{_fmt(ea.value)} vs {_fmt(eb.value)}"))
+            return effects
+        cells = report_cells(ctx, name, claim)
+        param = claim["parameter"]
+        cells = sorted((c for c in cells if param in dict(c.values)), key=lambda c: c.value(param))
+        least = 3 if kind == "linear_time" else 2
+        if len(cells) < least:
+            raise DrrError(f"{ctx.where(name)}: report {claim['report']} has {len(cells)} cells varying "
+                           f"{param}; a {kind} needs {least} or more")
+        xs = [c.value(param) for c in cells]
+        shown = ", ".join(f"{param}={x}" for x in xs)
+        if kind == "linear_time":
+            try:
+                data = [_speed(ctx, (c.experiment, c.name)) for c in cells]
+            except Missing as e:
+                return [Effect(f"s/sample against {param}", na=str(e))]
+            effects = linear_time_effects(xs, [t for t, _ in data], [_speed_seed(p) for _, p in data],
+                                          f"s/sample against {param}")
+            effects[0].shown = ", ".join(f"{x}: {_fmt(t.mean())}" for x, (t, _) in zip(xs, data))
+            return effects
+        scale = claim.get("x", "log2")
+        if scale == "log2" and any(x <= 0 for x in xs):
+            raise DrrError(f"{ctx.where(name)}.x: log2 needs positive values of {param} (have {shown}); "
+                           "set x: linear")
+        x = np.log2(xs) if scale == "log2" else np.asarray(xs, np.float64)
+        metric, phase = claim["metric"], default_phase
+        label = f"{METRICS[metric][3]} ({phase}) vs {'log2 ' if scale == 'log2' else ''}{param}"
+        try:
+            points = [metric_estimate(ctx, (c.experiment, c.name), phase, metric) for c in cells]
+        except Missing as e:
+            return [Effect(label, na=str(e))]
+        effects = trend_effects(x, points, _sign(claim["better"], claim["direction"]), label)
+        effects[0].shown = ", ".join(f"{xv}: {_fmt(p.value)}" for xv, p in zip(xs, points))
+        effects[1].label = f"{METRICS[metric][3]} ({phase}) at {param}={xs[-1]} minus at {param}={xs[0]}"
+        effects[1].shown = f"{_fmt(points[-1].value)} vs {_fmt(points[0].value)}"
+        return effects
+    except Missing as e:
+        return [Effect(f"{claim['report']}", na=str(e))]
+
+
+def needed_runs(ctx: Context, name: str, claim: dict) -> tuple[list, list]:
+    """(metrics runs, speed runs) a claim reads, as (experiment, variant) pairs."""
+    try:
+        if claim["kind"] == "pairs":
+            m, s = [], []
+            for _, a, b, metric, _ in _comparisons(ctx, name, claim):
+                for sel in (a, b):
+                    (s if metric == "s_per_sample" else m).append(select_run(ctx, name, claim, sel))
+            return m, s
+        runs = [(c.experiment, c.name) for c in report_cells(ctx, name, claim)
+                if claim["parameter"] in dict(c.values)]
+        return ([], runs) if claim["metric"] == "s_per_sample" else (runs, [])
+    except Missing:
+        return [], []
+
+
+def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
+    """The rule's inputs: the metrics and speed files of every run the claims read (from the plan)."""
+    path = Path(plan.root) / claims_path
+    ctx = Context(plan, Path(claims_path))
+    claims = load_claims(path, plan.studies)
+    metrics, speed = [], []
+    for name, claim in claims.items():
+        m, s = needed_runs(ctx, name, claim)
+        metrics += m
+        speed += s
+    return {"metrics": [plan.metrics_file(*r) for r in dict.fromkeys(metrics)],
+            "speed": [plan.speed_file(*r) for r in dict.fromkeys(speed)],
+            "claims": str(claims_path)}
+
+
+def claims_hash(plan, claims_path=CLAIMS_FILE) -> str:
+    """Rerun parameter of the rule: the claims file's content and the cells of the reports it names."""
+    from drr.config import config_hash
+
+    text = (Path(plan.root) / claims_path).read_text()
+    return config_hash({"claims": hashlib.sha256(text.encode()).hexdigest(),
+                        "cells": {r: [(c.experiment, c.name, c.values) for c in plan.cells(r)]
+                                  for r in plan.reports}})
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+def _effect_text(e: Effect) -> str:
+    if e.na is not None:
+        return f"n/a, because {e.na}"
+    return f"{e.value:+.4g} [{e.lo:+.4g}, {e.hi:+.4g}]" + (f", {e.how}" if e.how else "")
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]]) -> str:
+    verdicts = [combine([e.verdict for e in effects]) for _, _, effects in results]
+    counts = {v: sum(1 for x in verdicts if x == v) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)}
+    na = sum(1 for v in verdicts if v is None)
+    lines = [f"# The paper's claims on suite `{suite}`", "",
+             f"Computed by `drr.claims` from {claims_path}; the rules are fixed in docs/small-suite.md "
+             "(Protocol). Every effect is oriented so that a positive value is the paper's direction, "
+             f"with its {LEVEL:.0%} basic bootstrap interval: reproduced when the interval is above 0, "
+             "not reproduced when below, inconclusive when it contains 0; a claim of several "
+             "comparisons is reproduced only when every one is (intersection-union).", "",
+             f"**Summary: {len(results)} claims: {counts[REPRODUCED]} reproduced, "
+             f"{counts[NOT_REPRODUCED]} not reproduced, {counts[INCONCLUSIVE]} inconclusive, {na} n/a.**", ""]
+    for (name, claim, effects), v in zip(results, verdicts):
+        quote = str(claim["paper"]).strip()
+        quote = quote if quote.startswith('"') else f'"{quote}"'
+        lines += [f"## {name}", "", f"> {_cell(quote)} ({claim['source']})", ""]
+        lines += ["| comparison | values | effect (95% interval) | verdict |", "|---|---|---|---|"]
+        for e in effects:
+            lines.append(f"| {_cell(e.label)} | {_cell(e.shown)} | {_cell(_effect_text(e))} | "
+                         f"{e.verdict or 'n/a'} |")
+        lines += ["", f"**Verdict: {v or 'n/a (no verdict: a result is missing)'}**", ""]
+        if claim.get("note"):
+            lines += [f"Note: {claim['note']}", ""]
+    return "\n".join(lines)
+
+
+def run_file(path: str, kind: str) -> tuple[str, str]:
+    """(experiment, variant) of results/<kind>/<experiment>/<variant>.<ext> (drr.plan's names)."""
+    p = Path(path)
+    ext = {"metrics": ".parquet", "speed": ".json"}[kind]
+    if p.suffix != ext or len(p.parts) < 2:
+        raise DrrError(f"--{kind} {path}: expected results/{kind}/<experiment>/<variant>{ext}")
+    return p.parent.name, p.stem
+
+
+def build(suite: str, metrics: list, speed: list, claims_path, root=".") -> str:
+    from drr.plan import Plan
+
+    root = Path(root)
+    wf = read_yaml(root / "configs/workflow.yaml")
+    if suite not in wf.get("suites", {}):
+        raise DrrError(f"{root / 'configs/workflow.yaml'}: suites: no suite {suite!r}")
+    wf["suite"] = suite
+    plan = Plan(root, wf)
+    ctx = Context(plan, Path(claims_path),
+                  {run_file(f, "metrics"): Path(f) for f in metrics},
+                  {run_file(f, "speed"): Path(f) for f in speed})
+    claims = load_claims(claims_path, plan.studies)
+    results = [(name, claim, evaluate(ctx, name, claim)) for name, claim in claims.items()]
+    return render(suite, claims_path, results)
+
+
+def main(argv=None) -> None:
+    from drr.provenance import write_text
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--metrics", nargs="*", default=[], help="metrics rows, results/metrics/<experiment>/<variant>.parquet")
+    p.add_argument("--speed", nargs="*", default=[], help="speed files, results/speed/<experiment>/<variant>.json")
+    p.add_argument("--claims", default=CLAIMS_FILE, help="the claims (default configs/claims.yaml)")
+    p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
+    p.add_argument("--root", default=".", help="folder holding configs/ (default: here)")
+    p.add_argument("--out", required=True, type=Path, help="Markdown report")
+    args = p.parse_args(argv)
+    with user_errors():
+        md = build(args.suite, args.metrics, args.speed, args.claims, args.root)
+        write_text(args.out, md)
+    print(f"wrote {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+# Claims stage: the paper's claims (configs/claims.yaml) against the suite's results, one verdict
+# each, computed by drr.claims under the protocol of docs/small-suite.md. Its inputs are the metrics
+# rows of every run the claims read (cells of the studies.yaml reports they name, and the default
+# runs of the ablation experiment and its AR baseline) and the speed files of the s/sample claims:
+# drr.claims.claims_inputs asks the plan, so the rule and the program name the same files.
+#
+# In rule all only for suite `small`, the suite whose protocol the claims were written for (1,000
+# samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
+# cell) the intervals are too wide to say anything, and `paper` is a cluster run whose claims
+# target is asked for by name: snakemake reports/claims.md --config suite=paper.
+# (The input function claims_inputs is in common.smk.)
+CLAIMS_IN_ALL = PLAN.suite_name == "small"
+CLAIMS_TARGETS = ["reports/claims.md"] if CLAIMS_IN_ALL else []
+
+
+rule claims:
+    input:
+        unpack(claims_inputs),
+    output:
+        "reports/claims.md",
+    log:
+        "results/reports/claims.log",
+    params:
+        py=PY,
+        suite=config["suite"],
+        hash=lambda w: drr.claims.claims_hash(PLAN, drr.claims.CLAIMS_FILE),
+        speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.py:q} -m drr.claims --metrics {input.metrics:q} {params.speed:q} --claims {input.claims:q}"
+        " --suite {params.suite:q} --out {output:q} > {log:q} 2>&1"

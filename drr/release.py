@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -181,18 +182,19 @@ def _attempt(rel: Release, timeout: float) -> None:
         else:
             print(f"downloading {rel.url} -> {rel.tarball}", file=sys.stderr, flush=True)
         done, start, last = have, time.monotonic(), time.monotonic()
-        try:
-            with open(rel.part, "ab" if have else "wb") as out:
-                while block := resp.read(CHUNK):
-                    out.write(block)
-                    done += len(block)
-                    if time.monotonic() - last >= PROGRESS_EVERY_S:
-                        _progress(rel.tarball.name, done, total, start, have)
-                        last = time.monotonic()
-        except (OSError, ValueError) as e:
-            if isinstance(e, OSError) and e.errno is not None and e.filename:
-                raise          # a write failure of the .part file (disk full, ...): not retried
-            raise _Retry(f"connection lost at {done} bytes ({e})") from None
+        with open(rel.part, "ab" if have else "wb") as out:
+            while True:
+                try:
+                    block = resp.read(CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as e:
+                    raise _Retry(f"connection lost at {done} bytes ({e})") from None
+                if not block:
+                    break
+                out.write(block)   # a write failure (disk full) is not retried: user_errors says so
+                done += len(block)
+                if time.monotonic() - last >= PROGRESS_EVERY_S:
+                    _progress(rel.tarball.name, done, total, start, have)
+                    last = time.monotonic()
         _progress(rel.tarball.name, done, total, start, have)
         if total is not None and done < total:
             raise _Retry(f"connection closed at {done} of {total} bytes")
@@ -362,7 +364,7 @@ def check_keys(path: Path, expected: set[str], part: str, max_listed: int = 3) -
 def releases_at(cfg: dict, marker: Path) -> dict[str, Release]:
     """part -> release of the parts of `cfg` whose release folder holds `marker`."""
     uses = {p: r for p in PARTS if (r := release_of(cfg, p)) is not None
-            and os.path.normpath(r.marker) == os.path.normpath(marker)}
+            and os.path.abspath(r.marker) == os.path.abspath(marker)}
     if not uses:
         raise DrrError(f"{marker}: no release of this config is unpacked there (tokenizer.release / "
                        f"transformer.release: <dir>/<name>/{MARKER})")

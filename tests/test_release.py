@@ -17,7 +17,7 @@ import yaml
 
 from drr.config import load_config
 from drr.errors import DrrError
-from drr.release import expected_keys, fetch, release_of
+from drr.release import expected_keys, fetch, read_record, release_of
 from workflow_fixtures import REPO, SNAKEMAKE, copy_workflow, planned_jobs
 
 NAME = "imagenet_1.4B_rqvae_50e"
@@ -152,8 +152,10 @@ def test_files_in_place_are_used_without_network(tmp_path, keys, serve):
     with tarfile.open(tar) as tf:
         tf.extractall(tmp_path / "weights", filter="data")   # as a user who unpacked it by hand
     server = serve(b"")
-    record = fetch(config(tmp_path, url=server.url), marker(tmp_path))
+    cfg = config(tmp_path, url=server.url)
+    record = fetch(cfg, marker(tmp_path))
     assert server.ranges == [] and record["source"] == "in place"
+    assert read_record(cfg, "tokenizer") == record   # what the import puts in its provenance
     assert record["checked"] == {"stage1/model.pt": f"{len(keys['stage1'])} state-dict key names "
                                                     "of the tokenizer config"}
     assert set(record["files"]) == {"stage1/model.pt", "stage1/config.yaml", "stage2/model.pt",

@@ -63,7 +63,7 @@ def overrides(tmp_path, url=None, mirror=None, sha256=None, parts=("tokenizer",)
     for part in parts:
         stage = "stage1" if part == "tokenizer" else "stage2"
         out[part] = {"checkpoint": str(wdir / NAME / stage / "model.pt"),
-                     "release": {"dir": str(wdir), "url": url, "mirror": mirror and str(mirror),
+                     "release": {"name": NAME, "dir": str(wdir), "url": url, "mirror": mirror and str(mirror),
                                  "sha256": sha256}}
     return out
 
@@ -285,3 +285,26 @@ def test_paper_dry_run_fetches_each_release_once_before_the_imports(tmp_path):
     edges = {(node[a.strip()], node[b.strip().rstrip(";")]) for a, b in
              (line.split("->") for line in dag.stdout.splitlines() if "->" in line)}
     assert ("fetch_release", "import_tokenizer") in edges and ("fetch_release", "import_transformer") in edges
+
+
+def test_the_import_reads_a_fetched_release_and_records_it(tmp_path, serve):
+    # the tiny RQ-VAE with its real shapes, in the official layout: fetch, then import it
+    from drr.tokenizer.import_official import import_official
+    from drr.tokenizer.io import load_tokenizer
+    from drr.tokenizer.model import RQVAE, RQVAEConfig
+    from drr.tokenizer.official import save_official
+
+    tiny = REPO / "configs/experiments/tiny.yaml"
+    cfg = load_config(tiny, overrides(tmp_path))
+    torch.manual_seed(0)
+    save_official(RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])), tmp_path / "src" / "stage1" / "model.pt")
+    (tmp_path / "src" / "stage2").mkdir()
+    (tmp_path / "src" / "stage2" / "model.pt").write_bytes(b"not read: tiny imports stage1 only")
+    (tmp_path / "mirror").mkdir()
+    with tarfile.open(tmp_path / "mirror" / f"{NAME}.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src", arcname=NAME)
+    cfg = load_config(tiny, overrides(tmp_path, mirror=tmp_path / "mirror"))
+    record = fetch(cfg, marker(tmp_path))
+    out = import_official(cfg, tmp_path / "tok" / "checkpoint.pt")
+    _, ckpt, _ = load_tokenizer(out)
+    assert ckpt["provenance"]["release"] == record and record["source"].startswith("mirror")

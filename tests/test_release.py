@@ -63,8 +63,8 @@ def overrides(tmp_path, url=None, mirror=None, sha256=None, parts=("tokenizer",)
     for part in parts:
         stage = "stage1" if part == "tokenizer" else "stage2"
         out[part] = {"checkpoint": str(wdir / NAME / stage / "model.pt"),
-                     "release": {"name": NAME, "dir": str(wdir), "url": url, "mirror": mirror and str(mirror),
-                                 "sha256": sha256}}
+                     "release": {"name": NAME, "dir": str(wdir), "url": url, "sha256": sha256,
+                                 "mirror": mirror and str(mirror)}}
     return out
 
 

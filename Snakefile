@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/release.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/codes.smk"
 include: "workflow/rules/transformer.smk"

@@ -49,9 +49,9 @@ NUMPY_ARRAY_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconst
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_file(path, what: str, allow=()):
-    """The object in torch file `path`, loaded with ``weights_only=True`` (tensors on the CPU),
-    `allow` naming the extra types it may hold; DrrError naming the file, `what` it should be, and
+def load_file(path, what: str, allow=(), mmap: bool = False):
+    """The object in torch file `path`, loaded with ``weights_only=True`` (tensors on the CPU;
+    `mmap`: memory-mapped, read only where touched), `allow` naming the extra types it may hold; DrrError naming the file, `what` it should be, and
     why it cannot be read (absent, empty, truncated, not a torch file, or asking for another
     Python object, which is refused: a file drr is handed never runs code)."""
     path = Path(path)
@@ -61,7 +61,7 @@ def load_file(path, what: str, allow=()):
         raise DrrError(f"{path}: {what} is an empty file")
     try:
         with torch.serialization.safe_globals(list(allow)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))
         if found is None:
@@ -167,10 +167,10 @@ def load_model(path, kind: str, what: str, build, hint: str = ""):
 MAX_LISTED = 3  # mismatched keys named in an error message
 
 
-def read_official_state_dict(path, layout: str) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of an official-layout checkpoint file (tensors on the CPU), or a
-    DrrError naming the file; `layout` names the expected layout in the message."""
-    ckpt = load_file(path, f"torch checkpoint (the official {layout} layout)")
+def read_official_state_dict(path, layout: str, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of an official-layout checkpoint file (tensors on the CPU; `mmap`: see
+    `load_file`), or a DrrError naming the file; `layout` names the expected layout in the message."""
+    ckpt = load_file(path, f"torch checkpoint (the official {layout} layout)", mmap=mmap)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DrrError(f"{path}: expected a dict with a 'state_dict' entry (the official {layout} layout)")
     state_dict = ckpt["state_dict"]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from drr.config import REPO, config_hash
 from drr.errors import DrrError
+from drr.release import PARTS, release_of
 from drr.studies import ROLES, Cell, Studies, read_yaml
 
 # Keys that cannot change any result, each with the code that shows why.
@@ -178,6 +179,7 @@ class Plan:
         self.experiments = {name: self.studies.config(name) for name in self.suite["experiments"]}
         self._tokenizers()
         self._transformers()
+        self._releases()
         self._references()
         self._reports()
 
@@ -247,6 +249,40 @@ class Plan:
                                         and c["transformer"]["launch"]["executor"] == "inprocess")
         self.trained_submitted = sorted(n for n in cfgs if n not in self.trained_inprocess
                                         and n not in self.imported_transformers)
+
+    def _releases(self):
+        # Each official release folder is fetched once (rule fetch_release), however many
+        # experiments import from it; every experiment naming it must describe it alike.
+        self.release_experiment: dict[str, str] = {}  # release folder -> experiment the fetch checks against
+        seen: dict[str, tuple[str, object]] = {}
+        parts_at: dict[str, dict[str, int]] = {}
+        for name in sorted(self.experiments):
+            for part in PARTS:
+                try:
+                    rel = release_of(self.experiments[name], part)
+                except DrrError as e:
+                    raise DrrError(f"{self.experiment_file(name)}: {e}") from None
+                if rel is None:
+                    continue
+                folder = rel.folder.as_posix()
+                first, other = seen.setdefault(folder, (name, rel))
+                if other != rel:
+                    raise DrrError(f"{self.experiment_file(name)}: {part}.release {rel.name} differs from "
+                                   f"the one of {self.experiment_file(first)} ({other}); make them equal")
+                counts = parts_at.setdefault(folder, {})
+                counts[name] = counts.get(name, 0) + 1
+        # the experiment importing the most parts from a release checks all the release's files drr uses
+        for folder, counts in parts_at.items():
+            self.release_experiment[folder] = max(sorted(counts), key=lambda n: counts[n])
+        self.release_dirs = sorted({f.rsplit("/", 1)[0] for f in self.release_experiment})
+        self.release_names = sorted({f.rsplit("/", 1)[1] for f in self.release_experiment})
+
+    def official_input(self, experiment: str, part: str) -> str:
+        """What an import rule reads: the release marker (<dir>/<name>/release.json, made by
+        fetch_release) when the checkpoint comes from a release, else the checkpoint file itself."""
+        cfg = self.experiments[experiment]
+        rel = release_of(cfg, part)
+        return rel.marker.as_posix() if rel is not None else cfg[part]["checkpoint"]
 
     def _references(self):
         # One reference file per distinct `reference` stage config, shared by the experiments that have it.

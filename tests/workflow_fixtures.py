@@ -7,21 +7,26 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# the official files the paper configs import, as empty stand-ins (a dry run only needs paths)
-OFFICIAL_FILES = ("imagenet_rqvae/stage1", "cc3m_rqvae/stage1",
-                  "imagenet_1.4B_rqvae_50e/stage1", "imagenet_1.4B_rqvae_50e/stage2")
+# Stand-ins for what a dry run of suite=paper looks at when the workflow is parsed: the data folders
+# (drr.data.check reads a few names, never the images), as empty files in the expected layouts. The
+# official releases need none: rule fetch_release makes them, so a dry run plans it.
+PAPER_DATA = ("data/imagenet/train/n01440764/n01440764_10026.JPEG",
+              "data/imagenet/val/n01440764/ILSVRC2012_val_00000293.JPEG",
+              "data/cc3m/train/00000/000000000.jpg", "data/cc3m/train/00000/000000000.txt",
+              "data/cc3m/val/00000/000000000.jpg", "data/cc3m/val/00000/000000000.txt")
 
 
 def copy_workflow(dst: Path, official_standins: bool = False) -> Path:
-    """Snakefile, workflow/, configs/, slurm/ and environment.yml (the rules' conda env) into dst."""
+    """Snakefile, workflow/, configs/, slurm/ and environment.yml (the rules' conda env) into dst;
+    with `official_standins`, also the stand-in data of suite=paper (PAPER_DATA)."""
     for item in ("Snakefile", "workflow", "configs", "slurm", "environment.yml"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / item)
     if official_standins:
-        for name in OFFICIAL_FILES:
-            w = dst / f"weights/rq-vae-transformer/{name}/model.pt"
-            w.parent.mkdir(parents=True, exist_ok=True)
-            w.write_bytes(b"")
+        for name in PAPER_DATA:
+            f = dst / name
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"")
     return dst
 
 

@@ -5,7 +5,9 @@
 
 The file named by `tokenizer.checkpoint` must be ``{'state_dict': ...}`` with exactly the official
 key names and shapes (see ../shared/reference/official-checkpoint-keys/in256-rqvae-8x8x4.txt); a
-missing, extra or mis-shaped key is an error that names it.
+missing, extra or mis-shaped key is an error that names it. When it comes from an official release
+(`tokenizer.release`, fetched by python -m drr.release), the release's release.json is recorded in
+the checkpoint's provenance.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from drr.provenance import sha256_file
 def import_official(cfg: dict, out: Path) -> Path:
     from drr.tokenizer.io import save_tokenizer
     from drr.tokenizer.model import RQVAEConfig
+    from drr.release import read_record
     from drr.tokenizer.official import load_official
 
     src = cfg["tokenizer"]["checkpoint"]
@@ -30,11 +33,12 @@ def import_official(cfg: dict, out: Path) -> Path:
     if not Path(src).exists():
         raise DrrError(f"{src}: official RQ-VAE checkpoint not found (key 'tokenizer.checkpoint'); "
                        "download it from the rq-vae-transformer release and set the path")
+    release = read_record(cfg, "tokenizer")
     model = load_official(src, RQVAEConfig(**cfg["tokenizer"]["model"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out.parent / "config.yaml")
     save_tokenizer(model, cfg, out, imported_from=str(Path(src).resolve()),
-                   imported_sha256=sha256_file(src))
+                   imported_sha256=sha256_file(src), release=release)
     print(f"imported {src} -> {out}", file=sys.stderr)
     return out
 

@@ -9,7 +9,8 @@ The config must have `transformer.model.kind: ar`, the official sizes (n_spatial
 head_dim 64, cond, code shape, K, n_z) and `transformer.checkpoint` naming the official file,
 ``{'state_dict': ...}`` with exactly the official key names and shapes (see
 ../shared/reference/official-checkpoint-keys/*-rqtransformer-*.txt); a missing, extra or
-mis-shaped key is an error that names it. The tokenizer is the drr checkpoint of the official
+mis-shaped key is an error that names it (a file from an official release, `transformer.release`:
+its release.json is recorded in the provenance). The tokenizer is the drr checkpoint of the official
 RQ-VAE (drr.tokenizer.import_official); its codebook becomes the code embeddings and its sha256 is
 recorded, as for a trained transformer. Writes config.yaml next to --out and --out itself
 (atomically), with 'null_condition': false (no classifier-free guidance: sampling.ar.guidance_scale
@@ -31,6 +32,7 @@ def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
     from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.io import save_transformer
     from drr.transformer.model import TransformerConfig
+    from drr.release import read_record
     from drr.transformer.official import load_official
 
     src = cfg["transformer"]["checkpoint"]
@@ -43,6 +45,7 @@ def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
         raise DrrError(f"{src}: official RQ-Transformer checkpoint not found (key "
                        "'transformer.checkpoint'); download it from the rq-vae-transformer release "
                        "and set the path")
+    release = read_record(cfg, "transformer")
     tok, _, tok_sha = load_tokenizer(tokenizer)
     model = load_official(src, TransformerConfig.from_experiment(cfg),
                           shared_code_embeddings(tok, tokenizer))
@@ -50,7 +53,7 @@ def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out.parent / "config.yaml")
     save_transformer(model, cfg, out, tok_sha, imported_from=str(Path(src).resolve()),
-                     imported_sha256=sha256_file(src),
+                     imported_sha256=sha256_file(src), release=release,
                      parameters=sum(p.numel() for p in model.parameters()))
     print(f"imported {src} -> {out}", file=sys.stderr)
     return out

@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import drr.claims
+import drr.data.check
 import drr.lock
 import drr.plan
 from drr.errors import DrrError
@@ -55,6 +56,12 @@ except DrrError as e:
     raise WorkflowError(str(e))
 for _cfg in PLAN.experiments.values():
     validate(_cfg, "../schemas/experiment.schema.yaml")
+# The suite's data, checked now (a few directory entries each): a missing dataset is one line here,
+# not a failed job later. The tiny suite's Fashion-MNIST is found or downloaded by its jobs.
+try:
+    drr.data.check.check_all(PLAN.experiments, PLAN.experiment_file)
+except DrrError as e:
+    raise WorkflowError(str(e))
 one_of = drr.plan.one_of
 
 # Every wildcard matches only what the plan can make (no path separators, spaces or shell syntax).

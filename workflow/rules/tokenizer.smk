@@ -25,7 +25,7 @@ rule train_tokenizer:
 
 rule import_tokenizer:
     input:
-        official=lambda w: PLAN.experiments[PLAN.tokenizer_of[w.tokenizer]]["tokenizer"]["checkpoint"],
+        official=lambda w: PLAN.official_input(PLAN.tokenizer_of[w.tokenizer], "tokenizer"),
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
     log:

@@ -83,7 +83,7 @@ localrules:
 rule import_transformer:
     input:
         tokenizer=lambda w: PLAN.transformer_inputs(w.experiment)["tokenizer"],
-        official=lambda w: PLAN.experiments[w.experiment]["transformer"]["checkpoint"],
+        official=lambda w: PLAN.official_input(w.experiment, "transformer"),
     output:
         "results/transformers/{experiment}/checkpoint.pt",
     log:

@@ -74,6 +74,10 @@ STAGES = {
     "pictures": ["seed", "tokenizer.model", "transformer.model", "sampling", "data.eval_split"],
 }
 
+# Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same
+# file share one tokenizer (one import, one set of code maps) whatever these say.
+IMPORT_UNUSED = ("tokenizer.train", "tokenizer.loss")
+
 # Shard files of a sample set: the one place their names are formatted.
 SHARD_NAME = "shard-{:05d}.npz"
 
@@ -119,6 +123,9 @@ def stage_config(cfg: dict, stage: str) -> dict:
             _drop(out, key[1:])
     for key in NEUTRAL:
         if key not in keys:  # a stage that lists a neutral key by name keeps it (merge: grid_samples)
+            _drop(out, key)
+    if stage == "tokenizer" and _get(cfg, "tokenizer.checkpoint")[1]:
+        for key in IMPORT_UNUSED:  # an imported tokenizer is the file's weights, not a training run
             _drop(out, key)
     return out
 

@@ -236,7 +236,7 @@ def killed_then_rerun(workdir, target, shard):
     assert "IncompleteFilesException" not in rerun.stderr
     assert "a lock left by a Snakemake session that is no longer alive" in rerun.stderr
     with np.load(npz) as z:
-        assert z["arr_0"].shape[0] == 12
+        assert z["images"].shape[0] == 12  # the rerun made the shard anew
 
 
 @pytest.mark.slow
@@ -255,7 +255,7 @@ def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
     assert counts["submit_transformer"] == 6        # every paper experiment submits itself via submitit
     assert "train_transformer" not in counts
     assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions
-    assert counts["import_tokenizer"] == 3 and counts["train_tokenizer"] == 1
+    assert counts["import_tokenizer"] == 2 and counts["train_tokenizer"] == 1  # ImageNet (shared by the AR model), CC-3M
     assert counts["import_transformer"] == 1                # the official AR RQ-Transformer 1.4B
     # 50k samples in 10 shards for each ImageNet run, 15,840 in 8 for each CC-3M one: the seven
     # default runs, then the ablation cells of configs/studies.yaml (18 of the 821M model besides

@@ -180,11 +180,10 @@ class Results:
         return (f"> **Small-scale run** (suite `{self.suite_name}`): {', '.join(f'`{e}`' for e in small)} "
                 f"{verb} no published row (tiny models on a small dataset, few samples, offline "
                 "Inception weights). Their numbers test the pipeline end to end and are **not "
-                "comparable** to the paper's; Δ is shown only where our experiment is the paper's."
-                + (" At this sample count they show that the pipeline runs, not the paper's effects: "
+                "comparable** to the paper's; Δ is shown only where our experiment is the paper's.\n"
+                + ("> At this sample count they show that the pipeline runs, not the paper's effects: "
                    "the `small` suite measures those, with intervals and a verdict per claim "
-                   "(`reports/claims.md`, docs/small-suite.md)." if self.suite_name == "tiny" else "")
-                + "\n")
+                   "(`reports/claims.md`, docs/small-suite.md).\n" if self.suite_name == "tiny" else ""))
 
 
 def speed_interval(rec: dict) -> dict:

@@ -330,14 +330,20 @@ def select_run(ctx: Context, name: str, claim: dict, sel: dict) -> tuple[str, st
     return hits[0].experiment, hits[0].name
 
 
+def _given(files: dict, run, name_of, flag: str):
+    """The input file of `run` among those given with `flag`; Missing when absent."""
+    path = files.get(run)
+    if path is None:
+        raise Missing(f"{name_of(*run)} was not given ({flag})")
+    if not Path(path).is_file():
+        raise Missing(f"{path} is missing")
+    return path
+
+
 def _row(ctx: Context, run, phase: str) -> tuple[dict, Path]:
     from drr.metrics.score import read_rows
 
-    path = ctx.metrics.get(run)
-    if path is None:
-        raise Missing(f"{ctx.plan.metrics_file(*run)} was not given (--metrics)")
-    if not Path(path).is_file():
-        raise Missing(f"{path} is missing")
+    path = _given(ctx.metrics, run, ctx.plan.metrics_file, "--metrics")
     try:
         rows = [r for r in read_rows(path) if r.get("phase") == phase]
     except Exception as e:  # noqa: BLE001 - any unreadable file is the input's fault
@@ -378,11 +384,7 @@ def _speed_seed(path) -> list[int]:
 
 
 def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
-    path = ctx.speed.get(run)
-    if path is None:
-        raise Missing(f"{ctx.plan.speed_file(*run)} was not given (--speed)")
-    if not Path(path).is_file():
-        raise Missing(f"{path} is missing")
+    path = _given(ctx.speed, run, ctx.plan.speed_file, "--speed")
     try:
         rec = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:

@@ -33,7 +33,6 @@ download whose sha256 or size is wrong.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import json
 import os
@@ -51,7 +50,8 @@ from pathlib import Path, PurePosixPath
 from drr.cli import config_parser, resolve
 from drr.errors import DrrError, user_errors
 from drr.lock import hold
-from drr.provenance import write_json, write_text
+from drr.data.download import progress_line
+from drr.provenance import sha256_file, write_json, write_text
 
 PARTS = {"tokenizer": "stage1", "transformer": "stage2"}   # config section -> release subfolder
 EXPECTED = tuple(f"{stage}/model.pt" for stage in PARTS.values())
@@ -124,19 +124,6 @@ def _complete(folder: Path, needed) -> list[str]:
     return [n for n in needed if not (folder / n).is_file()]
 
 
-def _progress(name: str, done: int, total: int | None, start: float, base: int) -> None:
-    elapsed = max(time.monotonic() - start, 1e-6)
-    rate = (done - base) / elapsed
-    if total:
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        eta_text = f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
-        line = (f"  {name}: {done / 1e6:.0f}/{total / 1e6:.0f} MB ({100 * done / total:.0f}%, "
-                f"{rate / 1e6:.1f} MB/s, ETA {eta_text})")
-    else:
-        line = f"  {name}: {done / 1e6:.0f} MB ({rate / 1e6:.1f} MB/s)"
-    print(line, file=sys.stderr, flush=True)
-
-
 class _Retry(Exception):
     """A download attempt that failed in a way a later attempt can recover from (cut connection,
     timeout, server error); the .part file keeps what arrived."""
@@ -193,9 +180,9 @@ def _attempt(rel: Release, timeout: float) -> None:
                 out.write(block)   # a write failure (disk full) is not retried: user_errors says so
                 done += len(block)
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
-                    _progress(rel.tarball.name, done, total, start, have)
+                    progress_line(rel.tarball.name, done, total, start, have)
                     last = time.monotonic()
-        _progress(rel.tarball.name, done, total, start, have)
+        progress_line(rel.tarball.name, done, total, start, have)
         if total is not None and done < total:
             raise _Retry(f"connection closed at {done} of {total} bytes")
 
@@ -221,14 +208,6 @@ def download(rel: Release, *, retries: int = 4, backoff_s: float = 5.0, timeout:
     raise AssertionError("unreachable")
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(rel: Release, tarball: Path, downloaded: bool) -> str:
     """Check `tarball` against release.size and release.sha256; returns its sha256. A download
     that fails is removed (a rerun fetches it again); a tarball the user placed is left as it is."""
@@ -238,7 +217,7 @@ def verify(rel: Release, tarball: Path, downloaded: bool) -> str:
         if downloaded:
             tarball.unlink()
         raise DrrError(f"{tarball}: {size} bytes, expected {rel.size} (release.size of {rel.name}); {what}")
-    digest = sha256_of(tarball)
+    digest = sha256_file(tarball)
     if rel.sha256 is not None and digest != rel.sha256.lower():
         if downloaded:
             tarball.unlink()

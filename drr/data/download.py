@@ -55,13 +55,18 @@ def content_sha256(path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _progress(name: str, done: int, total: int | None, start: float) -> None:
-    rate = done / max(time.monotonic() - start, 1e-6) / 1e6
+def progress_line(name: str, done: int, total: int | None, start: float, base: int = 0) -> None:
+    """One progress line of a download on stderr: bytes so far, rate and time left. `base`: bytes
+    that were already there when this attempt started (a resumed download), left out of the rate."""
+    rate = (done - base) / max(time.monotonic() - start, 1e-6)
     if total:
-        print(f"  {name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB ({100 * done / total:.0f}%, "
-              f"{rate:.1f} MB/s)", file=sys.stderr, flush=True)
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        eta_text = f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
+        line = (f"  {name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB ({100 * done / total:.0f}%, "
+                f"{rate / 1e6:.1f} MB/s, ETA {eta_text})")
     else:
-        print(f"  {name}: {done / 1e6:.1f} MB ({rate:.1f} MB/s)", file=sys.stderr, flush=True)
+        line = f"  {name}: {done / 1e6:.1f} MB ({rate / 1e6:.1f} MB/s)"
+    print(line, file=sys.stderr, flush=True)
 
 
 def download(url: str, dest, sha256: str | None = None, decompressed_sha256: str | None = None,
@@ -91,10 +96,10 @@ def download(url: str, dest, sha256: str | None = None, decompressed_sha256: str
                     h.update(block)
                     done += len(block)
                     if show and total and done / total >= next_report and done < total:
-                        _progress(name, done, total, start)
+                        progress_line(name, done, total, start)
                         next_report += 0.1
                 if show:
-                    _progress(name, done, total or done, start)
+                    progress_line(name, done, total or done, start)
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise DrrError(f"{url}: download failed ({reason})") from None

@@ -20,8 +20,8 @@ Verdicts (docs/small-suite.md, Protocol; nothing here is typed by hand):
   independently; replicate b of each is then an independent draw and their difference is the
   two-sample bootstrap (the report says "unpaired" on that line).
 - s/sample: the speed file's per-batch times (``batch_seconds``, every phase summed, over
-  ``batch_size``); replicates resample the timed batches of each run independently (B =
-  SPEED_REPLICATES, seeded per run from BOOT_SEED and the file's name).
+  ``batch_size``); replicates resample the timed batches of each run independently
+  (drr.metrics.intervals.speed_interval, the same replicates the tables' intervals come from).
 - A claim of several comparisons (``for_each: cells``, a list of comparisons, a trend's slope and
   end-point difference) follows the intersection-union rule: reproduced when every comparison is,
   not reproduced when any one is, inconclusive otherwise; n/a when any is n/a.
@@ -45,12 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from drr.errors import DrrError, user_errors
-from drr.metrics.intervals import BOOT_SEED, LEVEL, basic_interval
+from drr.metrics.intervals import (BOOT_SEED, LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates,
+                                   speed_interval)
+from drr.metrics.intervals import per_batch_seconds as per_batch_seconds_of
+from drr.metrics.intervals import speed_seed as _speed_seed
 from drr.studies import read_yaml
 
 CLAIMS_FILE = "configs/claims.yaml"
 MAX_RELATIVE_RESIDUAL = 0.15     # the protocol's bound on the linear fit's largest residual
-SPEED_REPLICATES = 2000          # bootstrap replicates over timed batches (cheap: means of a few numbers)
 
 KINDS = ("pairs", "trend", "linear_time")
 # metric -> (row field of the point estimate, replicate field, note field, label)
@@ -169,13 +171,6 @@ def trend_effects(x, points: list[Estimate], sign: int, label: str) -> list[Effe
     d, d_reps, d_how = difference(points[-1], points[0])
     end = oriented(f"{label}: last − first", d, d_reps, sign, d_how)
     return [slope, end]
-
-
-def batch_replicates(per_batch, b: int, seed) -> np.ndarray:
-    """B bootstrap means of per-batch s/sample (batches resampled with replacement)."""
-    t = np.asarray(per_batch, np.float64)
-    rng = np.random.default_rng(seed)
-    return t[rng.integers(0, len(t), size=(b, len(t)))].mean(1)
 
 
 def linear_time_effects(x, per_batch: list, seeds: list, label: str = "s/sample",
@@ -369,18 +364,11 @@ def metric_estimate(ctx: Context, run, phase: str, metric: str) -> Estimate:
 
 
 def per_batch_seconds(rec: dict, path) -> np.ndarray:
-    """s/sample of each timed batch: every phase's batch time summed, over the batch size."""
-    times = rec.get("batch_seconds")
-    if not isinstance(times, dict) or not times or not rec.get("batch_size"):
-        raise Missing(f"{path} has no per-batch times (batch_seconds, batch_size)")
-    lists = [np.asarray(v, np.float64) for v in times.values() if v is not None]
-    if not lists or len({len(v) for v in lists}) != 1 or len(lists[0]) == 0:
-        raise Missing(f"{path}: batch_seconds has no timed batches of equal count per phase")
-    return np.sum(lists, axis=0) / rec["batch_size"]
-
-
-def _speed_seed(path) -> list[int]:
-    return [BOOT_SEED, int(hashlib.sha256(str(path).encode()).hexdigest()[:8], 16)]
+    """s/sample of each timed batch (drr.metrics.intervals.per_batch_seconds), or Missing."""
+    try:
+        return per_batch_seconds_of(rec)
+    except ValueError as e:
+        raise Missing(f"{path}: {e}") from None
 
 
 def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
@@ -396,7 +384,7 @@ def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
 
 def speed_estimate(ctx: Context, run) -> Estimate:
     t, path = _speed(ctx, run)
-    return Estimate(float(t.mean()), batch_replicates(t, SPEED_REPLICATES, _speed_seed(path)), None)
+    return Estimate(float(t.mean()), speed_interval(t, path)[2], None)
 
 
 # --- evaluating a claim ----------------------------------------------------------------------------

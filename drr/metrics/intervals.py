@@ -116,6 +116,45 @@ def basic_interval(estimate: float, reps, level: float = LEVEL) -> tuple[float, 
     return float(2 * estimate - hi_q), float(2 * estimate - lo_q)
 
 
+# --- s/sample --------------------------------------------------------------------------------------
+# One method for every s/sample interval (tables, figures, claims): the speed file's per-batch
+# s/sample (every phase of a timed batch summed, over the batch size) resampled with replacement,
+# B = SPEED_REPLICATES means, seeded per file from BOOT_SEED and the file's name, and the basic
+# interval of those means. It shows the batch-to-batch spread of one measurement only.
+
+SPEED_REPLICATES = 2000  # cheap: means of a few numbers
+
+
+def per_batch_seconds(rec: dict) -> np.ndarray:
+    """s/sample of each timed batch of a drr.sampling.speed record; ValueError(reason) when the
+    record has no usable per-batch times."""
+    times = rec.get("batch_seconds")
+    if not isinstance(times, dict) or not times or not rec.get("batch_size"):
+        raise ValueError("no per-batch times in the speed file (batch_seconds, batch_size)")
+    lists = [np.asarray(v, np.float64) for v in times.values() if v is not None]
+    if not lists or len({len(v) for v in lists}) != 1 or len(lists[0]) == 0:
+        raise ValueError("batch_seconds has no timed batches of equal count per phase")
+    return np.sum(lists, axis=0) / rec["batch_size"]
+
+
+def speed_seed(name) -> list[int]:
+    return [BOOT_SEED, int(hashlib.sha256(str(name).encode()).hexdigest()[:8], 16)]
+
+
+def batch_replicates(per_batch, b: int, seed) -> np.ndarray:
+    """B bootstrap means of per-batch s/sample (batches resampled with replacement)."""
+    t = np.asarray(per_batch, np.float64)
+    rng = np.random.default_rng(seed)
+    return t[rng.integers(0, len(t), size=(b, len(t)))].mean(1)
+
+
+def speed_interval(per_batch, name) -> tuple[float, float, np.ndarray]:
+    """(lo, hi, replicates) of the mean s/sample of one speed file (`name`: its path)."""
+    reps = batch_replicates(per_batch, SPEED_REPLICATES, speed_seed(name))
+    lo, hi = basic_interval(float(np.mean(per_batch)), reps)
+    return lo, hi, reps
+
+
 # --- per-metric replicates -------------------------------------------------------------------------
 
 def _sqrt_trace(eigs: np.ndarray) -> float:

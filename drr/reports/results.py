@@ -10,8 +10,9 @@ suite is shown as "—".
 Our numbers are printed as ``value [lo, hi]``, the row's 95% interval (``<metric>_lo``/``_hi``,
 drr.metrics.intervals: a basic bootstrap, whose ends need not be symmetric about the value, so
 they are printed as end points rather than ±); rows written before intervals existed print the
-value alone. s/sample gets a 95% t-interval of the mean over the speed file's timed batches
-(``batch_seconds``) when it has at least two, else none, and the report says which.
+value alone. s/sample gets the 95% basic bootstrap interval of the mean over the speed file's
+timed batches (``batch_seconds``; drr.metrics.intervals.speed_interval, as drr.claims) when it has
+at least two, else none, and the report says which.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ DASH = "—"
 INTERVALS_NOTE = ("Ours: value [lo, hi], lo and hi the row's 95% interval (basic bootstrap over the "
                   "generated samples, reference fixed: drr.metrics.intervals; its ends need not be "
                   "symmetric about the value, so no ± is shown).")
-SPEED_INTERVAL_NOTE = ("s/sample [lo, hi]: 95% t-interval of the mean over the timed batches of one "
-                       "measurement (batch-to-batch spread only, not run-to-run or device variation).")
+SPEED_INTERVAL_NOTE = ("s/sample [lo, hi]: 95% basic bootstrap interval of the mean over the timed "
+                       "batches of one measurement (batch-to-batch spread only, not run-to-run or device variation).")
 
 
 class Results:
@@ -106,7 +107,7 @@ class Results:
             return None
         path = self._declared(self.speed_files, experiment, variant, "speed", "--speed")
         rec = json.loads(path.read_text())
-        rec.update(speed_interval(rec))
+        rec.update(speed_interval(rec, path))
         return rec
 
     def with_speed(self, row: dict | None, sp: dict | None) -> dict | None:
@@ -186,23 +187,21 @@ class Results:
                    "(`reports/claims.md`, docs/small-suite.md).\n" if self.suite_name == "tiny" else ""))
 
 
-def speed_interval(rec: dict) -> dict:
-    """{s_per_sample_lo, s_per_sample_hi}: a 95% t-interval of the mean s/sample over the timed
-    batches (per batch: the sum of its phases' seconds / batch size; their mean is s_per_sample),
+def speed_interval(rec: dict, path) -> dict:
+    """{s_per_sample_lo, s_per_sample_hi}: the 95% basic bootstrap interval of the mean s/sample
+    over the timed batches (drr.metrics.intervals.speed_interval, the replicates drr.claims uses),
     or {s_per_sample_note} when the record has fewer than two per-batch times."""
-    times, bs = rec.get("batch_seconds"), rec.get("batch_size")
-    if not isinstance(times, dict) or not times or not bs:
-        return {"s_per_sample_note": "no per-batch times in the speed file"}
-    per_batch = [sum(ts) / bs for ts in zip(*times.values())]
-    k = len(per_batch)
-    if k < 2:
-        return {"s_per_sample_note": f"{k} timed batch"}
-    from scipy.stats import t as student_t
+    from drr.metrics.intervals import per_batch_seconds
+    from drr.metrics.intervals import speed_interval as interval
 
-    mean = sum(per_batch) / k
-    sd = math.sqrt(sum((x - mean) ** 2 for x in per_batch) / (k - 1))
-    half = float(student_t.ppf(0.975, k - 1)) * sd / math.sqrt(k)
-    return {"s_per_sample_lo": mean - half, "s_per_sample_hi": mean + half}
+    try:
+        per_batch = per_batch_seconds(rec)
+    except ValueError:
+        return {"s_per_sample_note": "no per-batch times in the speed file"}
+    if len(per_batch) < 2:
+        return {"s_per_sample_note": f"{len(per_batch)} timed batch"}
+    lo, hi, _ = interval(per_batch, path)
+    return {"s_per_sample_lo": lo, "s_per_sample_hi": hi}
 
 
 def metric_header(metrics) -> list[str]:

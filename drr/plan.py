@@ -55,7 +55,8 @@ STAGES = {
     "tokenizer": ["seed", "data", "-data.eval_split", "tokenizer.name", "tokenizer.checkpoint",
                   "tokenizer.model", "tokenizer.loss", "tokenizer.train"],
     "codes": ["data", "-data.train_split", "-data.eval_split", "tokenizer.name", "tokenizer.encode"],
-    "tokenizer_report": ["data", "-data.train_split", "tokenizer.name"],
+    "tokenizer_report": ["data", "-data.train_split", "tokenizer.name", "tokenizer.report",
+                         "metrics.fid_network"],
     "text_tokenizer": ["transformer.model.cond.vocab_size"],
     "transformer": ["seed", "data.name", "data.resolution", "data.max_images", "data.train_split",
                     "tokenizer.name", "tokenizer.model", "transformer.checkpoint",
@@ -303,6 +304,17 @@ class Plan:
                                            if self.experiments[n]["metrics"]["weights_dir"] == d)
                                    for d in self.weights_dirs}
 
+    def tokenizer_report_inputs(self, tokenizer: str) -> dict:
+        """The reconstruction report's inputs: the tokenizer, and for rFID
+        (tokenizer.report.rfid_images > 0) the Inception weights and the reference statistics of the
+        experiment that builds the tokenizer."""
+        exp = self.tokenizer_of[tokenizer]
+        out = {"tokenizer": f"{self.tokenizer_dir(self.experiments[exp])}/checkpoint.pt"}
+        if self.experiments[exp]["tokenizer"]["report"]["rfid_images"] > 0:
+            out["manifest"] = self.weights_manifest(exp)
+            out["reference"] = f"results/reference/{self.reference_of[exp]}.npz"
+        return out
+
     def cond_type(self, experiment: str) -> str:
         return self.experiments[experiment]["transformer"]["model"]["cond"]["type"]
 
@@ -490,7 +502,6 @@ def jobs(plan: Plan) -> dict[str, Job]:
     for tok, exp in plan.tokenizer_of.items():
         cfg = plan.experiments[exp]
         add(f"tokenizer:{tok}", stage_hash(cfg, "tokenizer"))
-        add(f"tokenizer_report:{tok}", stage_hash(cfg, "tokenizer_report"), f"tokenizer:{tok}")
         for s in ("train_split", "eval_split"):
             split = cfg["data"][s]
             add(f"codes:{tok}/{split}", stage_hash(cfg, "codes"), f"tokenizer:{tok}")
@@ -499,6 +510,10 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"text:{tok}", stage_hash(cfg, "text_tokenizer"), f"codes:{tok}/{cfg['data']['train_split']}")
     for ref, exp in plan.reference_experiment.items():
         add(f"reference:{ref}", stage_hash(plan.experiments[exp], "reference"))
+    for tok, exp in plan.tokenizer_of.items():
+        rfid = [f"reference:{plan.reference_of[exp]}"] if "reference" in plan.tokenizer_report_inputs(tok) else []
+        add(f"tokenizer_report:{tok}", stage_hash(plan.experiments[exp], "tokenizer_report"),
+            f"tokenizer:{tok}", *rfid)
     for exp, cfg in plan.experiments.items():
         tok = cfg["tokenizer"]["name"]
         model = [f"tokenizer:{tok}", f"codes:{tok}/{cfg['data']['train_split']}"]

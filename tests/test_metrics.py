@@ -589,3 +589,30 @@ def test_offline_trunk_equals_the_canonical_weights_where_they_exist():
     from drr.metrics.weights import compare_trunks
     result = compare_trunks(path, fid_helper_file())
     assert result["same_keys"] and result["max_abs_diff"] < 1e-6, result
+
+
+def test_rfid_is_paired_with_the_real_images_floor(tmp_path):
+    # rFID against the same reference as the real images: equal features give rFID = floor and a
+    # difference of exactly 0; shifted features a difference whose interval lies above 0
+    from drr.tokenizer.report import rfid, rfid_reason
+
+    rng = np.random.default_rng(3)
+    ref_feats = rng.normal(size=(400, 16))
+    np.savez(tmp_path / "musigma.npz", mu=ref_feats.mean(0), sigma=np.cov(ref_feats, rowvar=False))
+    write_fmnist(tmp_path / "fm", 4, seed=0)
+    cfg = tiny_cfg(tmp_path)
+    stub = Stub()
+    build_reference(cfg, tmp_path / "ref.npz", extractor=stub, import_path=tmp_path / "musigma.npz",
+                    cache_dir=None)
+    real = rng.normal(size=(300, 16)).astype(np.float32)
+    same = rfid(cfg, {"recon": real, "real": real, "extractor": stub}, tmp_path / "ref.npz", 32)
+    assert same["rfid"] == pytest.approx(same["real_fid"]) and same["rfid_minus_real"] == 0
+    assert same["rfid_minus_real_lo"] == same["rfid_minus_real_hi"] == 0
+    assert same["rfid_lo"] < same["rfid_hi"] and same["rfid_images"] == 300  # basic: need not hold rFID
+    shifted = rfid(cfg, {"recon": real + 0.5, "real": real, "extractor": stub}, tmp_path / "ref.npz", 32)
+    assert shifted["rfid_minus_real"] == pytest.approx(16 * 0.25, rel=0.3)
+    assert shifted["rfid_minus_real_lo"] > 0
+    cfg["tokenizer"]["report"]["rfid_images"] = 0
+    assert rfid_reason(cfg, tmp_path / "ref.npz") == "tokenizer.report.rfid_images is 0"
+    cfg["tokenizer"]["report"]["rfid_images"] = 10
+    assert rfid_reason(cfg, None) == "no --reference statistics given"

@@ -44,7 +44,7 @@ rule import_tokenizer:
 
 rule report_tokenizer:
     input:
-        tokenizer="results/tokenizers/{tokenizer}/checkpoint.pt",
+        unpack(lambda w: PLAN.tokenizer_report_inputs(w.tokenizer)),
     output:
         json="results/tokenizers/{tokenizer}/report.json",
         markdown="reports/tokenizers/{tokenizer}.md",
@@ -55,10 +55,11 @@ rule report_tokenizer:
         py=PY,
         config=tokenizer_config,
         hash=tokenizer_hash("tokenizer_report"),
+        reference=lambda w, input: ["--reference", input.reference] if "reference" in input.keys() else [],
     resources:
         gpu=1,
     conda:
         "../../environment.yml"
     shell:
         "{params.py:q} -m drr.tokenizer.report --config {params.config:q} --tokenizer {input.tokenizer:q}"
-        " --json {output.json:q} --markdown {output.markdown:q} --png {output.png:q} > {log:q} 2>&1"
+        " {params.reference:q} --json {output.json:q} --markdown {output.markdown:q} --png {output.png:q} > {log:q} 2>&1"

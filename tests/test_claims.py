@@ -118,7 +118,7 @@ def test_per_batch_times_come_from_the_speed_files_batch_seconds():
     assert C.per_batch_seconds(rec, "x.json").tolist() == [0.04, 0.07]
     ar = {"batch_size": 10, "batch_seconds": {"ar": [1.0], "decode": [1.0]}}
     assert C.per_batch_seconds(ar, "x.json").tolist() == [0.2]
-    with pytest.raises(C.Missing, match="x.json has no per-batch times"):
+    with pytest.raises(C.Missing, match="x.json: no per-batch times"):
         C.per_batch_seconds({"s_per_sample": 0.1}, "x.json")
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from drr.errors import DrrError, user_errors
-from drr.metrics.intervals import (BOOT_SEED, LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates,
+from drr.metrics.intervals import (LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates,
                                    speed_interval)
 from drr.metrics.intervals import per_batch_seconds as per_batch_seconds_of
 from drr.metrics.intervals import speed_seed as _speed_seed

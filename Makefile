@@ -52,6 +52,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# The paper suite's dress rehearsal on the private test cluster (tests/test_rehearsal.py; about
+# 25 min here, so not part of `make test`).
+.PHONY: rehearsal
+rehearsal: setup
+	$(PY) -m pytest -q -s -m rehearsal tests/test_rehearsal.py
+
 # Regenerate the lock file from requirements.txt in a scratch venv.
 lock:
 	rm -rf /tmp/drr-lock-venv && $(PYTHON) -m venv /tmp/drr-lock-venv

@@ -563,14 +563,14 @@ def run_file(path: str, kind: str) -> tuple[str, str]:
     return p.parent.name, p.stem
 
 
-def build(suite: str, metrics: list, speed: list, claims_path, root=".") -> str:
+def build(suite: str, metrics: list, speed: list, claims_path, root=".", scale: str | None = None) -> str:
     from drr.plan import Plan
 
     root = Path(root)
     wf = read_yaml(root / "configs/workflow.yaml")
     if suite not in wf.get("suites", {}):
         raise DrrError(f"{root / 'configs/workflow.yaml'}: suites: no suite {suite!r}")
-    wf["suite"] = suite
+    wf["suite"], wf["scale"] = suite, scale
     plan = Plan(root, wf)
     ctx = Context(plan, Path(claims_path),
                   {run_file(f, "metrics"): Path(f) for f in metrics},
@@ -588,11 +588,12 @@ def main(argv=None) -> None:
     p.add_argument("--speed", nargs="*", default=[], help="speed files, results/speed/<experiment>/<variant>.json")
     p.add_argument("--claims", default=CLAIMS_FILE, help="the claims (default configs/claims.yaml)")
     p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
+    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
     p.add_argument("--root", default=".", help="folder holding configs/ (default: here)")
     p.add_argument("--out", required=True, type=Path, help="Markdown report")
     args = p.parse_args(argv)
     with user_errors():
-        md = build(args.suite, args.metrics, args.speed, args.claims, args.root)
+        md = build(args.suite, args.metrics, args.speed, args.claims, args.root, args.scale)
         write_text(args.out, md)
     print(f"wrote {args.out}", flush=True)
 

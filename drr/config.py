@@ -33,6 +33,10 @@ from drr.errors import DrrError
 from drr.provenance import write_text
 
 REPO = Path(__file__).resolve().parents[1]
+# libyaml's safe loader where PyYAML has it (it does in the locked environment): the same documents,
+# about 8x faster than the pure-Python one, which matters because every Snakemake job parses the
+# plan (some 40 config files for the paper suite) before it runs.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 BASE_CONFIG = REPO / "configs" / "base.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "experiment.schema.yaml"
 
@@ -41,7 +45,7 @@ def read_yaml(path) -> dict:
     path = Path(path)
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=SAFE_LOADER)
     except FileNotFoundError:
         raise DrrError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:

@@ -27,7 +27,7 @@ from pathlib import Path
 from drr.config import REPO, config_hash
 from drr.errors import DrrError
 from drr.release import PARTS, release_of
-from drr.studies import ROLES, Cell, Studies, read_yaml
+from drr.studies import CELL_SEP, ROLES, Cell, Studies, read_yaml
 
 # Keys that cannot change any result, each with the code that shows why.
 NEUTRAL = {
@@ -183,7 +183,8 @@ class Plan:
             if self.suite.get(role) is not None and self.suite[role] not in self.suite["experiments"]:
                 raise DrrError(f"configs/workflow.yaml: suites.{self.suite_name}.{role} is "
                                f"{self.suite[role]!r}, which is not one of its experiments")
-        self.studies = Studies(self.root)
+        self.scale = wf.get("scale")
+        self.studies = Studies(self.root, scale=self.scale)
         self.experiments = {name: self.studies.config(name) for name in self.suite["experiments"]}
         self._tokenizers()
         self._transformers()
@@ -196,6 +197,20 @@ class Plan:
     @staticmethod
     def experiment_file(name: str) -> str:
         return f"configs/experiments/{name}.yaml"
+
+    def config_args(self, name: str) -> list[str]:
+        """The config layers a job of experiment `name` reads: --config FILE for its experiment
+        file, then for each overlay of the scale (configs/scales/<scale>/)."""
+        files = [self.experiment_file(name), *self.studies.scale_files(name)]
+        return [arg for f in files for arg in ("--config", f)]
+
+    def config_value(self, name: str) -> str | list[str]:
+        """The `config` parameter of a rule whose shell says `--config {params.config:q}`: the
+        experiment file alone, or with a scale [file, "--config", overlay, ...] (each word
+        quoted). One file stays a plain string, the parameter value of runs made before scales
+        existed, so those runs stay finished (Snakemake reruns a job whose parameters changed)."""
+        args = self.config_args(name)[1:]
+        return args[0] if len(args) == 1 else args
 
     @staticmethod
     def tokenizer_dir(cfg: dict) -> str:
@@ -336,8 +351,8 @@ class Plan:
         return self.studies.config(experiment, variant)
 
     def variant_args(self, experiment: str, variant: str) -> list[str]:
-        """The command-line config of a variant: --config FILE, then --set KEY=VALUE of a cell."""
-        args = ["--config", self.experiment_file(experiment)]
+        """The command-line config of a variant: its --config layers, then --set KEY=VALUE of a cell."""
+        args = self.config_args(experiment)
         if self.studies.is_cell(variant):
             cell = self.studies.parse_cell(variant)
             for s in self.studies.cell_settings(experiment, cell):
@@ -346,9 +361,9 @@ class Plan:
 
     def variant_pattern(self) -> str:
         """A regex of every variant name the plan can make: default, base, and any cell whose
-        values are plain YAML scalars (letters, digits, . _ + -)."""
-        one = f"(?:{one_of(self.studies.parameters)})=[A-Za-z0-9._+-]+"
-        return f"default|base|{one}(?:,{one})*"
+        values are plain YAML scalars (letters, digits, . _ -), joined by + (studies.CELL_SEP)."""
+        one = f"(?:{one_of(self.studies.parameters)})=[A-Za-z0-9._-]+"
+        return f"default|base|{one}(?:{re.escape(CELL_SEP)}{one})*"
 
     def num_shards(self, experiment: str, variant: str) -> int:
         gen = self.resolved(experiment, variant)["generation"]

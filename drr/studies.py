@@ -3,8 +3,8 @@
 A *variant* of an experiment is what its samples, metrics and speed files are named by:
 
 ``default``          the experiment config itself;
-``k=v[,k=v...]``     an ablation *cell*: values of the short parameters of configs/studies.yaml
-                     (``t_draft=16``, ``t_draft=8,strategy=top-c``), generated with
+``k=v[+k=v...]``     an ablation *cell*: values of the short parameters of configs/studies.yaml
+                     (``t_draft=16``, ``t_draft=8+strategy=top-c``), generated with
                      ``generation.ablation_samples`` samples and with drafts kept;
 ``base``             the cell with no override (the experiment's own sampling settings).
 
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from drr.config import REPO, load_config, override_from_dotted
+from drr.config import REPO, SAFE_LOADER, load_config, override_from_dotted
 from drr.errors import DrrError
 
 STUDIES_FILE = "configs/studies.yaml"
+SCALES_DIR = "configs/scales"
 WORKFLOW_FILE = "configs/workflow.yaml"
 PUBLISHED_FILE = "configs/published.yaml"
 ROLES = ("ablation", "vq")
@@ -35,12 +36,17 @@ TABLE_LAYOUTS = ("models", "cells")  # drr.reports.tables.model_table, cell_tabl
 FIGURE_SHOWS = ("fid", "fid_revised", "pr")  # what a figure panel plots (drr.reports.figures)
 PHASES = ("draft", "revised")  # the rows of a cell's metrics file
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+# Between the parameters of a cell name. Not a comma: Snakemake hands a cluster job its wildcards
+# as `--target-jobs rule:key=value,key=value` and splits that on commas, so a variant
+# `t_draft=8,strategy=top-c` reached the SLURM job as variant `t_draft=8` (found by the paper
+# suite's dress rehearsal, tests/test_rehearsal.py).
+CELL_SEP = "+"
 
 
 def read_yaml(path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=SAFE_LOADER)
     except FileNotFoundError:
         raise DrrError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
@@ -70,9 +76,14 @@ class Cell:
 class Studies:
     """configs/studies.yaml and the experiment configs it is applied to (read from `root`)."""
 
-    def __init__(self, root=REPO, path: str = STUDIES_FILE):
+    def __init__(self, root=REPO, path: str = STUDIES_FILE, scale: str | None = None):
         self.root = Path(root)
         self.path = self.root / path
+        self.scale = scale
+        if scale is not None and not (self.root / SCALES_DIR / scale).is_dir():
+            have = sorted(d.name for d in (self.root / SCALES_DIR).glob("*") if d.is_dir())
+            raise DrrError(f"configs/workflow.yaml: key 'scale' is {scale!r}: no folder {SCALES_DIR}/{scale}/ "
+                           f"(scales: {', '.join(have) or 'none'}; null for none)")
         data = read_yaml(self.path)
         for key in ("parameters", "reports", "pictures"):
             if not isinstance(data.get(key), dict):
@@ -192,12 +203,21 @@ class Studies:
     def experiment_file(self, experiment: str) -> Path:
         return self.root / "configs" / "experiments" / f"{experiment}.yaml"
 
+    def scale_files(self, experiment: str) -> list[str]:
+        """The overlay layers of the scale (workflow key `scale`), relative to the root:
+        configs/scales/<scale>/all.yaml, then <experiment>.yaml, each where it exists. A scale
+        changes sizes, never which experiments, rules or code paths a suite uses."""
+        if self.scale is None:
+            return []
+        folder = f"{SCALES_DIR}/{self.scale}"
+        return [f for f in (f"{folder}/all.yaml", f"{folder}/{experiment}.yaml") if (self.root / f).is_file()]
+
     def parse_cell(self, variant: str) -> dict:
-        """'t_draft=16,strategy=top-c' -> {'t_draft': 16, 'strategy': 'top-c'}; 'base' -> {}."""
+        """'t_draft=16+strategy=top-c' -> {'t_draft': 16, 'strategy': 'top-c'}; 'base' -> {}."""
         if variant == "base":
             return {}
         out = {}
-        for part in variant.split(","):
+        for part in variant.split(CELL_SEP):
             short, eq, text = part.partition("=")
             if not eq or not text:
                 raise DrrError(f"variant {variant!r}: {part!r} is not parameter=value")
@@ -228,6 +248,7 @@ class Studies:
         key = (experiment, variant)
         if key not in self._configs:
             layers: list = [self.experiment_file(experiment)]
+            layers += [self.root / f for f in self.scale_files(experiment)]
             if self.is_cell(variant):
                 layers.append(override_from_dotted(self.cell_settings(experiment, self.parse_cell(variant))))
             elif variant != "default":
@@ -247,7 +268,7 @@ class Studies:
                     have = have[part]
                 if overrides[short] != have:
                     kept.append(f"{short}={format_value(overrides[short])}")
-        name = ",".join(kept) or "base"
+        name = CELL_SEP.join(kept) or "base"
         if name == "base" and self.config(experiment, "base") == default:
             return "default"
         return name

@@ -204,7 +204,7 @@ def test_the_claims_inputs_are_the_cells_of_the_reports_they_name(suite_files):
     _, _, inputs = suite_files
     assert len(inputs["metrics"]) == 21                 # 19 ablation cells + small and small-ar defaults
     assert "results/metrics/small-ar/default.parquet" in inputs["metrics"]
-    assert "results/metrics/small/t_draft=64,strategy=top-c-50.parquet" in inputs["metrics"]
+    assert "results/metrics/small/t_draft=64+strategy=top-c-50.parquet" in inputs["metrics"]
     assert sorted(inputs["speed"]) == sorted(
         [f"results/speed/small/{v}.json" for v in ("t_draft=4", "base", "t_draft=16", "t_draft=32", "t_draft=64")]
         + ["results/speed/small-ar/default.json"])

@@ -184,3 +184,49 @@ def test_the_resume_check_and_the_shard_identity_share_the_plan(tmp_path):
     shards = plan_mod.stage_config(base, "samples")
     assert "batch_size" not in shards["generation"] and "speed_batch_size" not in shards["generation"]
     assert plan_mod.stage_config(base, "speed")["generation"]["speed_batch_size"] == 100
+
+
+# -- scales: size overlays (configs/scales/<scale>/) -----------------------------------------------
+
+def test_a_scale_layers_its_overlays_on_every_experiment_of_the_suite():
+    wf = yaml.safe_load((REPO / "configs/workflow.yaml").read_text())
+    plain = plan_mod.Plan(REPO, dict(wf, suite="paper"))
+    scaled = plan_mod.Plan(REPO, dict(wf, suite="paper", scale="rehearsal"))
+    assert sorted(scaled.experiments) == sorted(plain.experiments)
+    cfg = scaled.experiments["in256-crq-1400m"]
+    assert cfg["data"]["resolution"] == 32 and cfg["transformer"]["model"]["d_model"] == 64
+    assert cfg["tokenizer"]["checkpoint"].startswith("results/rehearsal/weights/")
+    assert scaled.experiments["in256-cvq-350m"]["tokenizer"]["model"]["ch_mult"] == [1, 2]
+    # what a scale keeps: the experiments' rules and sampling, so the same cells and reports
+    assert cfg["sampling"] == plain.experiments["in256-crq-1400m"]["sampling"]
+    assert cfg["transformer"]["launch"]["executor"] == "slurm"
+    assert [c.name for c in scaled.cells("fig4a")] == [c.name for c in plain.cells("fig4a")]
+    assert scaled.config_args("in256-cvq-350m") == [
+        "--config", "configs/experiments/in256-cvq-350m.yaml",
+        "--config", "configs/scales/rehearsal/all.yaml",
+        "--config", "configs/scales/rehearsal/in256-cvq-350m.yaml"]
+    assert scaled.config_value("in256-cvq-350m")[1::2] == ["--config", "--config"]
+    # the jobs resolve what the plan resolved: every stage hash differs from the paper's
+    assert scaled.hash("transformer", "in256-crq-1400m") != plain.hash("transformer", "in256-crq-1400m")
+
+
+def test_without_a_scale_a_rule_parameter_keeps_its_old_value():
+    # a run made before scales existed stays finished: its `config` parameter was the file name
+    plan = plan_mod.Plan(REPO)
+    assert plan.config_value("tiny") == "configs/experiments/tiny.yaml"
+    assert plan.variant_args("tiny", "default") == ["--config", "configs/experiments/tiny.yaml"]
+
+
+def test_an_unknown_scale_is_one_line_naming_the_key(root):
+    wf = yaml.safe_load((root / "configs/workflow.yaml").read_text())
+    with pytest.raises(plan_mod.DrrError, match=r"configs/workflow.yaml: key 'scale' is 'huge': no folder "
+                                                r"configs/scales/huge/ \(scales: rehearsal; null for none\)"):
+        plan_mod.Plan(root, dict(wf, scale="huge"))
+
+
+def test_a_bad_key_in_an_overlay_names_the_overlay_file(root):
+    set_key(root / "configs/scales/rehearsal/all.yaml", "transformer.model.d_modle", 8)
+    wf = yaml.safe_load((root / "configs/workflow.yaml").read_text())
+    with pytest.raises(plan_mod.DrrError, match=r"configs/scales/rehearsal/all.yaml: unknown key "
+                                                r"'transformer.model.d_modle' \(did you mean 'transformer.model.d_model'\?\)"):
+        plan_mod.Plan(root, dict(wf, suite="paper", scale="rehearsal"))

@@ -32,12 +32,12 @@ def test_cells_are_named_by_the_values_that_differ_from_the_experiment():
     tiny = load_suite("tiny")
     names = [c.name for c in st.cells("fig4a", tiny)]
     assert names == ["t_draft=4", "base", "t_draft=16", "t_draft=32", "t_draft=64"]  # tiny's T_draft is 8
-    assert st.cell_name("tiny", {"t_draft": 64, "strategy": "top-c"}) == "t_draft=64,strategy=top-c"
-    assert st.cell_name("tiny", {"strategy": "top-c", "t_draft": 64}) == "t_draft=64,strategy=top-c"
+    assert st.cell_name("tiny", {"t_draft": 64, "strategy": "top-c"}) == "t_draft=64+strategy=top-c"
+    assert st.cell_name("tiny", {"strategy": "top-c", "t_draft": 64}) == "t_draft=64+strategy=top-c"
     # the paper's ablation model samples 50k with drafts kept by default: its base cell *is* default
     paper = load_suite("paper")
     assert [c.name for c in st.cells("table4", paper)] == ["t_draft=8", "t_draft=32", "default"]
-    cfg = st.config("tiny", "t_draft=16,M=3")
+    cfg = st.config("tiny", "t_draft=16+M=3")
     assert cfg["sampling"]["t_draft"] == 16 and cfg["sampling"]["revise_iterations"] == 3
     assert cfg["generation"]["num_samples"] == st.config("tiny")["generation"]["ablation_samples"]
     assert cfg["generation"]["save_drafts"] is True

@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SLURM_SCRIPTS = REPO / "tests" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 TOKENIZER = "tiny-fmnist-rq8x8x4"
@@ -134,32 +133,6 @@ def last_step(metrics: Path) -> int:
 
 
 # ----------------------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """The private cluster, started once per session and stopped at its end."""
-    folder = tmp_path_factory.mktemp("slurm-cluster")
-    t0 = time.monotonic()
-    run = subprocess.run([str(SLURM_SCRIPTS / "start.sh"), str(folder)], capture_output=True,
-                         text=True, timeout=900)
-    if run.returncode == 77:
-        pytest.skip(run.stderr.strip().splitlines()[-1])
-    assert run.returncode == 0, f"tests/slurm/start.sh failed:\n{run.stderr[-4000:]}"
-    print(f"\nSLURM cluster up in {time.monotonic() - t0:.1f} s ({folder})")
-    saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PATH")}
-    os.environ["SLURM_CONF"] = str(folder / "etc" / "slurm.conf")
-    os.environ["PATH"] = f"{folder / 'bin'}:{os.environ['PATH']}"
-    try:
-        yield folder
-    finally:
-        subprocess.run([str(SLURM_SCRIPTS / "stop.sh"), str(folder)], timeout=300)
-        shutil.rmtree(folder / "mysql", ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 class Runs:
     pass

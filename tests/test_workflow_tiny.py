@@ -161,7 +161,7 @@ def test_tiny_workflow_builds_everything(workdir):
     assert "(table1.md)" in index and "figA1: not made in this suite" in index
     # drafts of cells that differ only after the draft phase are put through Inception once
     # (cells: base, guidance=none, t_draft=4, t_draft=64, M=0, t_revise=4, strategy=top-c,
-    # t_draft=64,strategy=top-c; the drafts of base, M=0, t_revise=4 and guidance=none are one set)
+    # t_draft=64+strategy=top-c; the drafts of base, M=0, t_revise=4 and guidance=none are one set)
     assert len(list((workdir / "results/cache/features").glob("*.npz"))) < 2 * 8
 
     again = snakemake(workdir, "--dry-run")

@@ -137,6 +137,7 @@ def draw(res: Results, figure: str, out: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
+    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
     p.add_argument("--figure", required=True, help="a figure of configs/studies.yaml")
     p.add_argument("--out", required=True, type=Path, help="PNG to write (the PDF goes beside it)")
     p.add_argument("--metrics", nargs="*", default=[], type=Path,
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
     if args.out.suffix != ".png":
         raise SystemExit(f"error: --out {args.out}: expected a .png path")
     with user_errors():
-        draw(Results(args.suite, args.root, metrics=args.metrics), args.figure, args.out)
+        draw(Results(args.suite, args.root, metrics=args.metrics, scale=args.scale), args.figure, args.out)
         print(f"wrote {args.out} and {args.out.with_suffix('.pdf')}")
 
 

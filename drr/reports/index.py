@@ -58,6 +58,7 @@ def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", required=True)
+    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--tables", nargs="*", default=[])
     p.add_argument("--figures", nargs="*", default=[])
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", default=".", type=Path)
     args = p.parse_args(argv)
     with user_errors():
-        res = Results(args.suite, args.root)
+        res = Results(args.suite, args.root, scale=args.scale)
         missing = dict(m.split("=", 1) for m in args.missing)
         write_text(args.out, build(res, args.out, args.tables, args.figures, args.pictures, missing))
         print(f"wrote {args.out}")

@@ -47,11 +47,12 @@ SPEED_INTERVAL_NOTE = ("s/sample [lo, hi]: 95% basic bootstrap interval of the m
 class Results:
     """One suite's view of the results folder."""
 
-    def __init__(self, suite: str, root=".", studies: Studies | None = None, metrics=(), speed=()):
+    def __init__(self, suite: str, root=".", studies: Studies | None = None, metrics=(), speed=(),
+                 scale: str | None = None):
         self.root = Path(root)
         self.suite_name = suite
         self.suite = load_suite(suite, self.root)
-        self.studies = studies or Studies(self.root)
+        self.studies = studies or Studies(self.root, scale=scale)
         self.published = read_yaml(self.root / PUBLISHED_FILE)
         self.notes: list[str] = []           # footnotes of the report being built
         self.shown: set[str] = set()         # kinds of interval shown: "bootstrap", "speed"

@@ -212,6 +212,7 @@ def _extractor_note(res: Results, name, phase) -> str | None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
+    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
     p.add_argument("--report", required=True, help="a table of configs/studies.yaml")
     p.add_argument("--out", required=True, type=Path, help="Markdown file to write")
     p.add_argument("--metrics", nargs="*", default=[], type=Path,
@@ -221,7 +222,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
     args = p.parse_args(argv)
     with user_errors():
-        res = Results(args.suite, args.root, metrics=args.metrics, speed=args.speed)
+        res = Results(args.suite, args.root, metrics=args.metrics, speed=args.speed, scale=args.scale)
         write_text(args.out, build(res, args.report))
         print(f"wrote {args.out}")
 

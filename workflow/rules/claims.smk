@@ -22,7 +22,7 @@ rule claims:
         "results/reports/claims.log",
     params:
         py=PY,
-        suite=config["suite"],
+        suite=SUITE,
         hash=lambda w: drr.claims.claims_hash(PLAN, drr.claims.CLAIMS_FILE),
         speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
     conda:

@@ -47,6 +47,12 @@ if workflow.is_main_process:
         print(f"drr: removed {_stale}, a lock left by a Snakemake session that is no longer alive",
               file=sys.stderr)
 
+# The `suite` parameter of the report rules (`--suite {params.suite:q}`): the suite, and with a
+# scale (workflow key `scale`: size overlays of configs/scales/<scale>/) [suite, "--scale", scale],
+# so that reports resolve the configs as the jobs did; without one the plain string, the value of
+# runs made before scales existed (a changed parameter would rerun them).
+SUITE = config["suite"] if config.get("scale") is None else [config["suite"], "--scale", config["scale"]]
+
 # The interpreter running Snakemake runs the rules too (a venv or conda env that has drr).
 PY = sys.executable
 
@@ -83,7 +89,7 @@ def _plan(method, *args):
 
 # Input functions and parameters (wildcards -> the plan).
 def tokenizer_config(w):
-    return PLAN.experiment_file(PLAN.tokenizer_of[w.tokenizer])
+    return PLAN.config_value(PLAN.tokenizer_of[w.tokenizer])
 
 
 def tokenizer_hash(stage):
@@ -91,7 +97,7 @@ def tokenizer_hash(stage):
 
 
 def experiment_config(w):
-    return PLAN.experiment_file(w.experiment)
+    return PLAN.config_value(w.experiment)
 
 
 def experiment_hash(stage):

@@ -14,7 +14,7 @@ rule metrics_weights:
         weights_dir=one_of(PLAN.weights_dirs),
     params:
         py=PY,
-        config=lambda w: PLAN.experiment_file(PLAN.weights_experiment[w.weights_dir]),
+        config=lambda w: PLAN.config_value(PLAN.weights_experiment[w.weights_dir]),
     conda:
         "../../environment.yml"
     shell:
@@ -36,7 +36,7 @@ rule reference_stats:
         reference=one_of(PLAN.reference_experiment),
     params:
         py=PY,
-        config=lambda w: PLAN.experiment_file(PLAN.reference_experiment[w.reference]),
+        config=lambda w: PLAN.config_value(PLAN.reference_experiment[w.reference]),
     resources:
         gpu=1,
     conda:

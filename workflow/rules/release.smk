@@ -13,7 +13,7 @@ rule fetch_release:
         release=one_of(PLAN.release_names),
     params:
         py=PY,
-        config=lambda w: PLAN.experiment_file(PLAN.release_experiment[f"{w.release_dir}/{w.release}"]),
+        config=lambda w: PLAN.config_value(PLAN.release_experiment[f"{w.release_dir}/{w.release}"]),
     conda:
         "../../environment.yml"
     shell:

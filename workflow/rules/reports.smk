@@ -21,7 +21,7 @@ rule report_table:
         report=one_of(TABLES),
     params:
         py=PY,
-        suite=config["suite"],
+        suite=SUITE,
         hash=report_hash,
     conda:
         "../../environment.yml"
@@ -42,7 +42,7 @@ rule report_figure:
         report=one_of(FIGURES),
     params:
         py=PY,
-        suite=config["suite"],
+        suite=SUITE,
         hash=report_hash,
     conda:
         "../../environment.yml"
@@ -62,7 +62,7 @@ rule figure5:
         "results/reports/fig5.log",
     params:
         py=PY,
-        config=PLAN.experiment_file(ABLATION) if ABLATION else None,
+        config=PLAN.config_value(ABLATION) if ABLATION else None,
         hash=lambda w: drr.plan.config_hash([FIG5, PLAN.hash("pictures", ABLATION)]),
         t_draft=[str(t) for t in FIG5["t_draft"]],
         m=FIG5["revise_iterations"],
@@ -138,7 +138,7 @@ rule report_index:
         "results/reports/index.log",
     params:
         py=PY,
-        suite=config["suite"],
+        suite=SUITE,
         tables=TABLES,
         figures=FIGURES,
         missing=[f"{n}={why}" for n, why in MISSING.items()],

@@ -52,8 +52,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# The paper suite's dress rehearsal on the private test cluster (tests/test_rehearsal.py; about
-# 25 min here, so not part of `make test`).
+# The paper suite's dress rehearsal on the private test cluster (tests/test_rehearsal.py; 22 min
+# here, so not part of `make test`).
 .PHONY: rehearsal
 rehearsal: setup
 	$(PY) -m pytest -q -s -m rehearsal tests/test_rehearsal.py

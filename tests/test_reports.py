@@ -153,6 +153,17 @@ def test_table4_computes_delta_when_the_suite_runs_the_papers_experiment(root):
     assert rows["RQ-Transformer"][-1] == "`in256-rq-1400m-ar/default`"
 
 
+def test_a_scaled_run_says_so_and_shows_no_delta(root):
+    # the dress rehearsal (scale rehearsal) runs the paper's experiments shrunk: nothing to compare
+    write_cells(root, "table4", suite="paper", speed=True)
+    inputs = plan_of(root, "paper").report_inputs("table4")
+    res = Results("paper", root, metrics=inputs["metrics"], speed=inputs["speed"], scale="rehearsal")
+    md = tables.build(res, "table4")
+    assert "**Scale `rehearsal`**" in md and "not results" in md
+    t8 = {r[0]: r for r in table_rows(md)}["T_draft = 8"]
+    assert t8[1:4] == ["10.00", "5.41", "—"] and t8[4:7] == ["0.250", "0.030", "—"]
+
+
 def test_table1_rows_and_na_footnotes(root):
     write_cells(root, "table1")
     md = tables.build(results(root, "table1"), "table1")

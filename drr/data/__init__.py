@@ -20,8 +20,6 @@ gives the JSON-able description stored as Parquet metadata. All preprocessing is
 
 from __future__ import annotations
 
-import torch
-
 from drr.errors import DrrError
 
 DATASETS = ("fashion-mnist", "imagenet", "cc3m", "coco")
@@ -66,6 +64,8 @@ def describe(data_cfg: dict, split: str, dataset=None, **kwargs) -> dict:
 
 def collate(batch: list[dict]) -> dict:
     """Stack items: image (B, 3, R, R) uint8, index and label int64 tensors, caption list[str]."""
+    import torch  # here, not at the top: the workflow's data check imports this package
+
     if not batch:
         raise ValueError("collate: empty batch")
     return {

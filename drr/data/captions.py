@@ -32,9 +32,9 @@ import torch
 
 from drr.data import transforms
 from drr.data.imagenet import dataset_root, decode_image_bytes, load_image
+from drr.data.files import CAPTION_IMAGE_EXTENSIONS
 from drr.errors import DrrError
 
-CAPTION_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def _split_key(name: str) -> tuple[str, str]:

@@ -19,8 +19,7 @@ import os
 from itertools import islice
 from pathlib import Path
 
-from drr.data.captions import CAPTION_IMAGE_EXTENSIONS
-from drr.data.imagenet import is_image_file
+from drr.data.files import CAPTION_IMAGE_EXTENSIONS, is_image_file
 from drr.errors import DrrError
 
 LOOK = 64  # directory entries looked at per folder

@@ -22,15 +22,11 @@ import torch
 from PIL import Image
 
 from drr.data import transforms
+from drr.data.files import is_image_file
 from drr.errors import DrrError
 from drr.provenance import write_json
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 NAME = "imagenet"
-
-
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def dataset_root(data_cfg: dict, what: str = "ImageNet") -> Path:

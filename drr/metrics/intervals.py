@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
 
 BOOT_SEED = 13           # seed of every index matrix (fixed by the protocol, docs/small-suite.md)
 LEVEL = 0.95             # two-sided confidence level of every interval
@@ -240,6 +239,8 @@ def _kth_other(dist_sorted: np.ndarray, order: np.ndarray, w: np.ndarray, k: int
 def pr_replicates(pool, ref_feats, k: int, weights: np.ndarray):
     """(precision replicates, recall replicates, precision, recall) with torch-fidelity's
     definitions (torch.cdist distances in float32; radius = (k+1)-th value including oneself)."""
+    import torch  # here, not at the top: drr.claims (parsed by every Snakemake job) imports this module
+
     gen = torch.from_numpy(np.asarray(pool, np.float32))
     real = torch.from_numpy(np.asarray(ref_feats, np.float32))
     d_rr = torch.cdist(real, real)
@@ -269,6 +270,8 @@ def pr_replicates(pool, ref_feats, k: int, weights: np.ndarray):
 
 def is_scores(logits: np.ndarray, splits: int = IS_SPLITS) -> float:
     """Inception Score of logits in their given order (torch-fidelity's splits, no shuffle)."""
+    import torch
+
     t = torch.from_numpy(np.asarray(logits, np.float64))
     p, logp = t.softmax(1), t.log_softmax(1)
     n, scores = len(t), []

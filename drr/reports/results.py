@@ -168,13 +168,18 @@ class Results:
         text, value = self.ours(metric, row)
         spec = METRICS[metric][2]
         p = DASH if paper is None else format(paper, spec)
-        if compare and value is not None and paper is not None:
+        if compare and self.studies.scale is None and value is not None and paper is not None:
             d = format(value - paper, "+" + spec)
         else:
             d = DASH
         return [text, p, d]
 
     def banner(self, experiments) -> str:
+        if self.studies.scale is not None:  # the paper's experiments, shrunk: nothing to compare
+            return (f"> **Scale `{self.studies.scale}`** (suite `{self.suite_name}`): the experiments with "
+                    f"the sizes of configs/scales/{self.studies.scale}/ (widths, steps, images, samples "
+                    "shrunk). Their numbers show that the suite runs; they are **not results** and "
+                    "not comparable to the paper's, so no Δ is shown.\n")
         small = self.small_scale(experiments)
         if not small:
             return ""

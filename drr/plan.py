@@ -41,6 +41,11 @@ NEUTRAL = {
     "transformer.train.checkpoint_every": "how often state is saved",
     "transformer.train.log_every": "how often metrics are logged",
     "transformer.train.compile": "torch.compile runs the same model",
+    "transformer.train.eval_every": "held-out NLL during training: no gradients, its own mask generator, "
+                                    "no random stream of the training steps touched (tests/test_transformer_train.py); "
+                                    "setting it on a finished model still retrains it once, since the held-out "
+                                    "code maps become an input of the training job (the weights come out the same)",
+    "transformer.train.eval_maps": "how many held-out maps those evaluations score",
     "transformer.launch": "where and how long training runs (SLURM settings, submitit)",
     "generation.batch_size": "samples decoded together; sample i depends on (seed, i) only "
                              "(tests/test_generate.py: the same samples at batch 1, 3, 8); the speed "
@@ -383,6 +388,8 @@ class Plan:
                   "codes": self.codes_dir(cfg, cfg["data"]["train_split"])}
         if self.cond_type(experiment) == "text":
             inputs["text"] = self.text_tokenizer_path(cfg)
+        if cfg["transformer"]["train"]["eval_every"]:  # read beside --codes (drr.transformer.train)
+            inputs["eval_codes"] = self.eval_codes(experiment)
         return inputs
 
     def sampling_inputs(self, experiment: str) -> dict:
@@ -534,6 +541,8 @@ def jobs(plan: Plan) -> dict[str, Job]:
         model = [f"tokenizer:{tok}", f"codes:{tok}/{cfg['data']['train_split']}"]
         if exp in plan.text_tokenizer_of.values() or plan.cond_type(exp) == "text":
             model.append(f"text:{tok}")
+        if "eval_codes" in plan.transformer_inputs(exp):
+            model.append(f"codes:{tok}/{cfg['data']['eval_split']}")
         add(f"transformer:{exp}", stage_hash(cfg, "transformer"), *model)
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")

@@ -198,3 +198,33 @@ def test_a_state_saved_under_another_config_is_not_resumed(tmp_path, data):
     same = tiny_config("transformer.train.steps=4", "transformer.train.checkpoint_every=1",
                        "transformer.train.log_every=1")
     train_mod.train(same, tok, codes, out)
+
+
+def test_heldout_nll_during_training_changes_no_weight(tmp_path, data):
+    """transformer.train.eval_every (a NEUTRAL key of drr.plan): the held-out NLL curve is logged
+    and the trained weights are bit for bit those of a run without it."""
+    import json
+    import shutil
+
+    from drr.transformer.report import evaluate, markdown
+
+    tok, codes = data
+    heldout = codes.parent / tiny_config()["data"]["eval_split"]   # beside the training code maps
+    shutil.rmtree(heldout, ignore_errors=True)
+    settings = ("transformer.train.steps=10", "transformer.train.checkpoint_every=4")
+    plain = train_mod.train(tiny_config(*settings), tok, codes, tmp_path / "plain" / "checkpoint.pt")
+    cfg = tiny_config(*settings, "transformer.train.eval_every=3", "transformer.train.eval_maps=16")
+    with pytest.raises(DrrError, match="no held-out code maps .*eval_every is set"):
+        train_mod.train(cfg, tok, codes, tmp_path / "early" / "checkpoint.pt")
+    shutil.copytree(codes, heldout)
+    curve = train_mod.train(cfg, tok, codes, tmp_path / "curve" / "checkpoint.pt")
+    assert_same(weights(plain), weights(curve))
+    lines = [json.loads(x) for x in (curve.parent / "metrics.jsonl").read_text().splitlines()]
+    points = [(m["step"], m["heldout_nll"]) for m in lines if "heldout_nll" in m]
+    assert [s for s, _ in points] == [3, 6, 9, 10]
+    assert all(0 < v < 10 for _, v in points)
+    assert not any("heldout_nll" in m for m in
+                   map(json.loads, (plain.parent / "metrics.jsonl").read_text().splitlines()))
+    report = evaluate(cfg, curve, heldout, None)
+    assert report["heldout_curve"] == points and report["heldout_maps"] == 16
+    assert "| 9 | " in markdown(report, None)

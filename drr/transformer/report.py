@@ -7,8 +7,10 @@ the held-out code maps next to the uniform baseline ln K.
         --json results/transformers/tiny/report.json \
         --markdown reports/transformers/tiny.md --png reports/transformers/tiny.png
 
-The curve is read from metrics.jsonl next to the checkpoint. Held-out NLL uses masks drawn from
-eq. 10 with a fixed seed, so reports of two checkpoints are comparable; it is in nats per code.
+The curve is read from metrics.jsonl next to the checkpoint: the training loss, and the held-out
+NLL the training measured every transformer.train.eval_every steps where that is set. Held-out NLL
+uses masks drawn from eq. 10 with a fixed seed, so reports of two checkpoints are comparable; it is
+in nats per code.
 """
 
 from __future__ import annotations
@@ -47,15 +49,18 @@ def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | N
     nll = evaluate_nll(model, maps, cond, seed=cfg["seed"])
     null_nll = evaluate_nll(model, maps, model.null_condition(cond), seed=cfg["seed"])
     metrics = read_metrics(transformer.parent / "metrics.jsonl")
+    train = [m for m in metrics if "loss" in m]  # the held-out lines (transformer.train.eval_every) hold heldout_nll
     return {
         "experiment": transformer.parent.name, "transformer_sha256": sha,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained_steps": ckpt["provenance"].get("trained_steps"),
         "eval_code_maps": n, "eval_split": cfg["data"]["eval_split"],
+        "heldout_maps": min(n, cfg["transformer"]["train"]["eval_maps"]),
         "eval_nll": nll, "eval_nll_null_condition": null_nll, "uniform_nll": math.log(c.codebook_size),
-        "final_train_loss": metrics[-1]["loss"] if metrics else None,
-        "tokens_per_s": metrics[-1].get("tokens_per_s") if metrics else None,
-        "curve": [(m["step"], m["loss"], m["lr"]) for m in metrics],
+        "final_train_loss": train[-1]["loss"] if train else None,
+        "tokens_per_s": train[-1].get("tokens_per_s") if train else None,
+        "curve": [(m["step"], m["loss"], m["lr"]) for m in train],
+        "heldout_curve": [(m["step"], m["heldout_nll"]) for m in metrics if "heldout_nll" in m],
         "provenance": provenance(cfg),
     }
 
@@ -68,6 +73,9 @@ def plot(report: dict, path: Path) -> None:
     steps, loss, lr = zip(*report["curve"]) if report["curve"] else ((), (), ())
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, label="train masked NLL (eq. 11)")
+    if report.get("heldout_curve"):
+        ax.plot(*zip(*report["heldout_curve"]), "o-", color="C1", ms=3,
+                label=f"held-out during training (first {report['heldout_maps']} maps)")
     ax.axhline(report["eval_nll"], color="C1", ls="--", label=f"held-out {report['eval_nll']:.3f}")
     ax.axhline(report["uniform_nll"], color="gray", ls=":", label=f"uniform ln K {report['uniform_nll']:.2f}")
     ax.set_xlabel("step")
@@ -83,6 +91,15 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def heldout_curve_text(report: dict) -> str:
+    curve = report.get("heldout_curve") or []
+    if not curve:
+        return ""
+    rows = "".join(f"| {s} | {v:.4f} |\n" for s, v in curve)
+    return (f"\nHeld-out NLL during training (first {report['heldout_maps']} maps of `{report['eval_split']}`, "
+            f"every transformer.train.eval_every steps):\n\n| step | nats per code |\n|---|---|\n{rows}")
+
+
 def markdown(report: dict, png_name: str | None) -> str:
     img = f"\n![training curve]({png_name})\n" if png_name else ""
     tps = f"{report['tokens_per_s']:.0f}" if report["tokens_per_s"] else "n/a"
@@ -96,7 +113,7 @@ def markdown(report: dict, png_name: str | None) -> str:
 | held-out, `{report['eval_split']}` ({report['eval_code_maps']} code maps) | {report['eval_nll']:.4f} |
 | held-out, null condition | {report['eval_nll_null_condition']:.4f} |
 | uniform over K codes | {report['uniform_nll']:.4f} |
-{img}
+{heldout_curve_text(report)}{img}
 Checkpoint sha256 `{report['transformer_sha256'][:16]}…`, config `{report['provenance']['config_hash']}`, commit `{report['provenance']['git_commit'][:12]}`.
 """
 

@@ -130,6 +130,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                              "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
 
+    heldout = heldout_set(cfg, codes, tok_sha, mcfg, text_tokenizer, device) if tcfg["eval_every"] and main else None
     model.train()
     b, n = tcfg["batch_size"], mcfg.num_positions
     tokens_per_step = b * n * mcfg.depth
@@ -173,6 +174,10 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             log.write(step=step, lr=lr, loss=nll, masked_fraction=n_masked / (b * n),
                       tokens_per_s=steps_log * tokens_per_step / max(now - t_log, 1e-9))
             t_log, steps_log = now, 0
+        if heldout is not None and (step % tcfg["eval_every"] == 0 or step == tcfg["steps"]):
+            with distributed.autocast(device, tcfg["precision"]):
+                log.write(step=step, heldout_nll=evaluate_nll(model, *heldout, seed=cfg["seed"]))
+            model.train()
         checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
     stop.restore()
 
@@ -184,6 +189,22 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
         print(f"wrote {out}", file=sys.stderr)
     distributed.barrier()
     return out
+
+
+def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path | None, device):
+    """(code maps, conditions) of the first transformer.train.eval_maps held-out maps: the eval
+    split's code maps beside the training ones (results/codes/<tokenizer>/<dataset>/<split>)."""
+    from drr.codes.store import open_code_map
+
+    folder = Path(codes).parent / cfg["data"]["eval_split"]
+    if not folder.is_dir():
+        raise DrrError(f"{folder}: no held-out code maps (transformer.train.eval_every is set; the "
+                       f"workflow encodes the eval split {cfg['data']['eval_split']!r} before training)")
+    held = open_code_map(folder, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,
+                         codebook_size=mcfg.codebook_size)
+    n = min(len(held), cfg["transformer"]["train"]["eval_maps"])
+    maps = torch.from_numpy(held.codes[:n].reshape(n, -1, mcfg.depth).astype(np.int64)).to(device)
+    return maps, torch.from_numpy(load_conditions(cfg, held, text_tokenizer)[:n]).to(device)
 
 
 def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,

@@ -464,6 +464,15 @@ class Plan:
                                                                     for c in self.cells(report)],
                 "published": section, "suite": self.suite}
 
+    def grid_classes(self, experiment: str) -> list[int]:
+        """The classes of an experiment's class grid (configs/studies.yaml pictures.class_grids):
+        all of them when the model has at most `every_class_up_to`, else the listed ones."""
+        spec = self.studies.pictures["class_grids"]
+        n = self.experiments[experiment]["transformer"]["model"]["cond"]["num_classes"]
+        if n <= spec.get("every_class_up_to", 0):
+            return list(range(n))
+        return list(spec["classes"])
+
     def grid_kind(self, experiment: str) -> str | None:
         return {"class": "classes", "text": "captions"}.get(self.cond_type(experiment))
 

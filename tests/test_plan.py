@@ -230,3 +230,9 @@ def test_a_bad_key_in_an_overlay_names_the_overlay_file(root):
     with pytest.raises(plan_mod.DrrError, match=r"configs/scales/rehearsal/all.yaml: unknown key "
                                                 r"'transformer.model.d_modle' \(did you mean 'transformer.model.d_model'\?\)"):
         plan_mod.Plan(root, dict(wf, suite="paper", scale="rehearsal"))
+
+
+def test_a_class_grid_shows_every_class_of_a_small_label_set():
+    wf = yaml.safe_load((REPO / "configs/workflow.yaml").read_text())
+    assert plan_mod.Plan(REPO, dict(wf, suite="small")).grid_classes("small") == list(range(10))
+    assert plan_mod.Plan(REPO, dict(wf, suite="paper")).grid_classes("in256-crq-821m") == [7, 9, 200, 812, 933, 980]

@@ -148,7 +148,7 @@ def claims_inputs(w):
 def grid_args(w, input):
     spec = PLAN.studies.pictures
     if w.grid == "classes":
-        return (["--classes", *(str(c) for c in spec["class_grids"]["classes"])]
+        return (["--classes", *(str(c) for c in PLAN.grid_classes(w.experiment))]
                 + ["--per-class", str(spec["class_grids"]["per_class"])])
     return ["--text-tokenizer", input.text, "--captions", input.captions,
             "--num-captions", str(spec["caption_grids"]["captions"]),

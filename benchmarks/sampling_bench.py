@@ -2,11 +2,15 @@
 
     python benchmarks/sampling_bench.py                  # tiny model; plus the 821M model on CUDA
     python benchmarks/sampling_bench.py --batches 2 --t-draft 8 32 64 --skip-memory
+    python benchmarks/sampling_bench.py --experiment small --cpu-t-draft 8 64 --strategy random top-c \
+        --batches 1 --skip-memory                       # the small suite's cells, on a CPU
 
-1. Speed of the tiny experiment (configs/experiments/tiny.yaml: 8x8x4 codes, 32 px) with random
-   weights (speed does not depend on them) at the paper's settings: T_draft from the config,
-   T_revise 2, M 2, guidance in the revise phase, batch 100; fp32, split into draft / revise /
-   decode (drr.sampling.speed.measure: one warm-up batch, then --batches timed batches).
+1. Speed of the tiny experiment (configs/experiments/tiny.yaml: 8x8x4 codes, 32 px; or
+   --experiment small) with random weights (speed does not depend on them) at the paper's
+   settings: T_draft from the config (or each --cpu-t-draft), T_revise 2, M 2, guidance in the
+   revise phase, the config's UPDATE rule (or each --strategy), batch 100; fp32, split into draft
+   / revise / decode (drr.sampling.speed.measure: one warm-up batch, then --batches timed
+   batches).
 2. With CUDA: the same for configs/experiments/in256-crq-821m.yaml (random weights, bf16 autocast
    for the transformer, fp32 tokenizer decode at 256 px) for each --t-draft (Table 4's rows: 8,
    32, 64), with the peak CUDA memory.
@@ -137,7 +141,14 @@ def main():
                    help="T_draft values of the 821M runs (Table 4: 8 32 64)")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (memory runs)")
     p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--skip-tiny", action="store_true")
+    p.add_argument("--skip-tiny", action="store_true", help="skip the CPU-size runs")
+    p.add_argument("--experiment", default="tiny",
+                   help="experiment of the CPU-size runs (configs/experiments/<name>.yaml): tiny, small")
+    p.add_argument("--cpu-t-draft", type=int, nargs="+", default=[None],
+                   help="T_draft values of the CPU-size runs (default: the experiment's)")
+    p.add_argument("--strategy", nargs="+", default=[None],
+                   help="draft-phase UPDATE rules of the CPU-size runs: random top-c top-c-50 "
+                        "(default: the experiment's)")
     p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
@@ -148,8 +159,14 @@ def main():
              "generation": {"batch_size": args.batch, "speed_batches": args.batches}}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if not args.skip_tiny:
-        cfg = load_config(REPO / "configs/experiments/tiny.yaml", paper)
-        speed("tiny (random weights)", cfg, random_models(cfg, device), "fp32", device)
+        path = REPO / f"configs/experiments/{args.experiment}.yaml"
+        models = random_models(load_config(path, paper), device)
+        for t in args.cpu_t_draft:
+            for strategy in args.strategy:
+                cell = {k: v for k, v in (("t_draft", t), ("strategy", strategy)) if v is not None}
+                cfg = load_config(path, paper, {"sampling": cell})
+                label = "".join(f", {k} {v}" for k, v in cell.items())
+                speed(f"{args.experiment} (random weights){label}", cfg, models, "fp32", device)
     if torch.cuda.is_available():
         cfg = load_config(REPO / "configs/experiments/in256-crq-821m.yaml", paper)
         models = random_models(cfg, device)

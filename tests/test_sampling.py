@@ -41,6 +41,10 @@ class Recording(nn.Module):
         self.contexts: list[dict] = []
         self.depths: list[dict] = []
 
+    @property
+    def code_emb(self):
+        return self.model.code_emb
+
     def null_condition(self, cond):
         return self.model.null_condition(cond)
 
@@ -48,9 +52,9 @@ class Recording(nn.Module):
         self.contexts.append({"codes": codes.clone(), "mask": mask.clone(), "cond": cond.clone()})
         return self.model.context(codes, mask, cond)
 
-    def depth_logits(self, h, prefix):
-        self.depths.append({"rows": len(h), "prefix": prefix.shape[1]})
-        return self.model.depth_logits(h, prefix)
+    def depth_step(self, cache, h, partial, d):
+        self.depths.append({"rows": len(h), "depth": d, "cached": cache.length})
+        return self.model.depth_step(cache, h, partial, d)
 
 
 class Table(nn.Module):
@@ -64,6 +68,7 @@ class Table(nn.Module):
                                         code_shape=(n, 1, depth), codebook_size=k, embed_dim=4,
                                         num_classes=conds - 1)
         self.table = table
+        self.code_emb = torch.zeros(k, 4)  # for the sampler's partial sums, which it ignores
 
     def null_condition(self, cond):
         return torch.full_like(cond, self.config.num_classes)
@@ -73,9 +78,8 @@ class Table(nn.Module):
         h = torch.stack([cond[:, :1].expand(b, n), torch.arange(n).expand(b, n)], -1).double()
         return h, None
 
-    def depth_logits(self, h, prefix):
-        logits = self.table[h[:, 0].long(), h[:, 1].long()]
-        return logits[:, None].expand(-1, min(prefix.shape[1] + 1, self.config.depth), -1)
+    def depth_step(self, cache, h, partial, d):
+        return self.table[h[:, 0].long(), h[:, 1].long()]
 
 
 def random_table(conds=4, n=6, k=5, seed=0):
@@ -151,7 +155,8 @@ def test_update_changes_only_the_current_part():
         changed = (inputs[t + 1] != inputs[t]).any(-1)
         assert not (changed & ~call["mask"]).any()  # nothing outside part t changes at step t
     assert (out != codes).any(-1).float().mean() > 0.5
-    assert [c["prefix"] for c in model.depths] == [0, 1, 2] * 4  # D depth steps per part
+    # D depth steps per part, each reading one new token after the d cached ones
+    assert [(c["depth"], c["cached"]) for c in model.depths] == [(0, 0), (1, 1), (2, 2)] * 4
 
 
 def test_draft_starts_empty_and_each_revise_pass_touches_every_position_once():

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from drr.config import load_config
-from drr.transformer.model import (ContextualRQTransformer, TransformerConfig, count_parameters,
-                                   gamma_cosine, masked_nll, sample_masks, text_nll)
+from drr.transformer.model import (ContextualRQTransformer, KVCache, TransformerConfig,
+                                   count_parameters, gamma_cosine, masked_nll, sample_masks,
+                                   text_nll)
 
 
 def small(cond_type="class", depth=3, **kw) -> ContextualRQTransformer:
@@ -80,6 +81,22 @@ def test_depth_logits_step_by_step_equal_teacher_forcing():
     for d in range(4):
         step = model.depth_logits(h_sel, out["targets"][:, :d])[:, -1]
         torch.testing.assert_close(step, out["logits"][:, d])
+
+
+def test_cached_depth_steps_equal_depth_logits():
+    """The samplers' depth_step (one token a depth, key/value cache) gives depth_logits' logits."""
+    model = small(depth=4)
+    codes, mask, cond = random_inputs(model)
+    out = model(codes, mask, cond)
+    h, _ = model.context(codes, mask, cond)
+    h_sel, targets = h[out["batch_index"], out["position"]], out["targets"]
+    cache = KVCache(4)
+    partial = torch.zeros(len(h_sel), model.config.embed_dim)
+    for d in range(4):
+        step = model.depth_step(cache, h_sel, partial, d)
+        torch.testing.assert_close(step, model.depth_logits(h_sel, targets[:, :d])[:, -1])
+        partial = partial + F.embedding(targets[:, d], model.code_emb)
+    assert cache.length == 4
 
 
 def test_mask_sampler_follows_eq_10():

@@ -6,8 +6,9 @@
 * ``update`` (Algorithm 1): for t = 1..T, re-sample the code stacks of part t given the others,
   S_n ~ p_θ(S_n | S_\\m^t). Positions never generated yet (the draft starts from S^empty, all
   [MASK]) stay masked in the input until their part comes. Each step is one bidirectional spatial
-  forward over all N positions and D depth-transformer steps over the part's positions only; all
-  samples of the batch and all positions of a part go through together.
+  forward over all N positions and D depth-transformer steps over the part's positions only, with
+  a key/value cache (one new token a depth, as the AR sampler); all samples of the batch and all
+  positions of a part go through together.
 * ``draft_and_revise`` (Algorithm 2): a draft with T_draft parts from S^empty (eq. 13), then M
   revise passes, each with a fresh partition into T_revise parts (eq. 14). For inpainting (App.
   D.3/D.4) only a given region is partitioned and generated; codes outside it never change.
@@ -51,8 +52,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from drr.errors import DrrError
+from drr.transformer.model import KVCache
 
 STRATEGIES = ("random", "top-c", "top-c-50")
 GUIDED_PHASES = {"none": (), "draft": ("draft",), "revise": ("revise",),
@@ -217,10 +220,13 @@ def _sample_stacks(model, codes: torch.Tensor, mask: torch.Tensor, cond: torch.T
         h = h[batch, position]
     m = len(batch)
     u = uniforms[batch, position]
-    stacks = codes.new_empty(m, 0)
+    depth = codes.shape[-1]
+    stacks = []
     confidence = torch.zeros(m, dtype=torch.float64, device=codes.device) if score else None
-    for d in range(codes.shape[-1]):
-        logits = model.depth_logits(h, torch.cat([stacks, stacks]) if guided else stacks)[:, -1]
+    cache = KVCache(depth)  # the depth transformer reads one new token a depth
+    partial = h.new_zeros(len(h), model.code_emb.shape[1], dtype=model.code_emb.dtype)
+    for d in range(depth):
+        logits = model.depth_step(cache, h, partial, d)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         if guided:
@@ -229,8 +235,11 @@ def _sample_stacks(model, codes: torch.Tensor, mask: torch.Tensor, cond: torch.T
         code = sample_categorical(filtered.softmax(-1), u[:, d])
         if score:
             confidence += logits.log_softmax(-1).gather(1, code[:, None]).squeeze(1).double()
-        stacks = torch.cat([stacks, code[:, None]], dim=1)
-    return stacks, confidence
+        stacks.append(code)
+        if d + 1 < depth:
+            e = F.embedding(code, model.code_emb)
+            partial = partial + (torch.cat([e, e]) if guided else e)
+    return torch.stack(stacks, dim=1), confidence
 
 
 def _draw_uniforms(generators: Sequence[torch.Generator], steps: list[int], n: int, depth: int,

@@ -97,11 +97,3 @@ class ARRQTransformer(RQTransformerBase):
                              f"{self.config.cond_length + start}")
         return self.body_transformer(self.drop(self.stack_tokens(stacks, start)), causal=True,
                                      cache=cache)
-
-    def depth_step(self, cache: KVCache, h: torch.Tensor, partial: torch.Tensor, d: int
-                   ) -> torch.Tensor:
-        """Logits (M, K) of depth d (0-based) at M positions, given their context h (M, d_model)
-        and partial = sum_{d'<d} e(S_nd') (M, n_z); `cache` is a KVCache(D) of the depth
-        transformer, new for each position and fed depths 0, 1, ... in order."""
-        out = self.head_transformer(self.depth_input(h, partial, d), causal=True, cache=cache)
-        return self.classifier(out[:, -1])

@@ -315,6 +315,15 @@ class RQTransformerBase(nn.Module):
         v = h if d == 0 else self.head_mlp(partial)
         return (v + self.pos_emb_d[0, d])[:, None]
 
+    def depth_step(self, cache: KVCache, h: torch.Tensor, partial: torch.Tensor, d: int
+                   ) -> torch.Tensor:
+        """Logits (M, K) of depth d (0-based) at M positions, given their context h (M, d_model)
+        and partial = sum_{d'<d} e(S_nd') (M, n_z); `cache` is a KVCache(D) of the depth
+        transformer, new for each set of positions and fed depths 0, 1, ... in order. Equal to
+        ``depth_logits`` at depth d up to float rounding, with one token a step instead of d + 1."""
+        out = self.head_transformer(self.depth_input(h, partial, d), causal=True, cache=cache)
+        return self.classifier(out[:, -1])
+
 
 class ContextualRQTransformer(RQTransformerBase):
     """p_theta(S_n | S_masked) for masked positions n (eq. 5), as spatial context + depth AR.

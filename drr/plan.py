@@ -46,6 +46,8 @@ NEUTRAL = {
                                     "setting it on a finished model still retrains it once, since the held-out "
                                     "code maps become an input of the training job (the weights come out the same)",
     "transformer.train.eval_maps": "how many held-out maps those evaluations score",
+    "transformer.train.snapshot_every": "copies of the weights kept during training; no random stream "
+                                        "or weight changes (tests/test_transformer_train.py)",
     "transformer.launch": "where and how long training runs (SLURM settings, submitit)",
     "generation.batch_size": "samples decoded together; sample i depends on (seed, i) only "
                              "(tests/test_generate.py: the same samples at batch 1, 3, 8); the speed "

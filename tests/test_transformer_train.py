@@ -200,9 +200,11 @@ def test_a_state_saved_under_another_config_is_not_resumed(tmp_path, data):
     train_mod.train(same, tok, codes, out)
 
 
-def test_heldout_nll_during_training_changes_no_weight(tmp_path, data):
-    """transformer.train.eval_every (a NEUTRAL key of drr.plan): the held-out NLL curve is logged
-    and the trained weights are bit for bit those of a run without it."""
+def test_heldout_nll_and_snapshots_during_training_change_no_weight(tmp_path, data):
+    """transformer.train.eval_every and snapshot_every (NEUTRAL keys of drr.plan): the held-out NLL
+    curve is logged, weight snapshots are kept, and the trained weights are bit for bit those of a
+    run without them."""
+    from drr.transformer.io import load_transformer
     import json
     import shutil
 
@@ -213,12 +215,19 @@ def test_heldout_nll_during_training_changes_no_weight(tmp_path, data):
     shutil.rmtree(heldout, ignore_errors=True)
     settings = ("transformer.train.steps=10", "transformer.train.checkpoint_every=4")
     plain = train_mod.train(tiny_config(*settings), tok, codes, tmp_path / "plain" / "checkpoint.pt")
-    cfg = tiny_config(*settings, "transformer.train.eval_every=3", "transformer.train.eval_maps=16")
+    cfg = tiny_config(*settings, "transformer.train.eval_every=3", "transformer.train.eval_maps=16",
+                      "transformer.train.snapshot_every=4")
     with pytest.raises(DrrError, match="no held-out code maps .*eval_every is set"):
         train_mod.train(cfg, tok, codes, tmp_path / "early" / "checkpoint.pt")
     shutil.copytree(codes, heldout)
     curve = train_mod.train(cfg, tok, codes, tmp_path / "curve" / "checkpoint.pt")
     assert_same(weights(plain), weights(curve))
+    snaps = sorted((curve.parent / "snapshots").iterdir())
+    assert [p.name for p in snaps] == ["step-000004.pt", "step-000008.pt"]  # not the final step
+    model, ckpt, _ = load_transformer(snaps[1])
+    assert ckpt["provenance"]["trained_steps"] == 8
+    final = weights(curve)
+    assert any(not torch.equal(v, final[k]) for k, v in model.state_dict().items())
     lines = [json.loads(x) for x in (curve.parent / "metrics.jsonl").read_text().splitlines()]
     points = [(m["step"], m["heldout_nll"]) for m in lines if "heldout_nll" in m]
     assert [s for s, _ in points] == [3, 6, 9, 10]

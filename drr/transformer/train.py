@@ -21,8 +21,9 @@ loss is eq. 11, the NLL summed over the masked code stacks and divided by the gl
 kind 'ar' every position is scored (no masks are drawn): the loss is the next-code NLL over all
 positions and depths, the same sum over the global count.
 
-Writes next to --out: config.yaml, metrics.jsonl (loss, lr, tokens/s, ...), train-state.pt; --out
-(the model, kind 'drr-transformer') only when training ends.
+Writes next to --out: config.yaml, metrics.jsonl (loss, lr, tokens/s, ...), train-state.pt, and
+with `snapshot_every` snapshots/step-NNNNNN.pt (the weights after that many steps, in --out's
+format); --out (the model, kind 'drr-transformer') only when training ends.
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             with distributed.autocast(device, tcfg["precision"]):
                 log.write(step=step, heldout_nll=evaluate_nll(model, *heldout, seed=cfg["seed"]))
             model.train()
+        if main and tcfg["snapshot_every"] and step % tcfg["snapshot_every"] == 0 and step < tcfg["steps"]:
+            save_transformer(model, cfg, snapshot_path(run_dir, step), tok_sha, trained_steps=step,
+                             parameters=n_params, codes=str(codes))
         checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
     stop.restore()
 
@@ -189,6 +193,11 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
         print(f"wrote {out}", file=sys.stderr)
     distributed.barrier()
     return out
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    """Where the copy of the weights after `step` steps goes (transformer.train.snapshot_every)."""
+    return Path(run_dir) / "snapshots" / f"step-{step:06d}.pt"
 
 
 def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path | None, device):

@@ -491,8 +491,21 @@ def needed_runs(ctx: Context, name: str, claim: dict) -> tuple[list, list]:
         return [], []
 
 
+def report_files(plan, claims: dict) -> dict[str, str]:
+    """report -> the file under reports/ that shows it (`<name>.png` for a figure, `<name>.md` for a
+    table), for each studies.yaml report a claim names and the suite can build."""
+    out = {}
+    for claim in claims.values():
+        name = claim["report"]
+        if name in plan.reports and plan.available(name):
+            out[name] = f"{name}.png" if plan.reports[name].kind == "figure" else f"{name}.md"
+    return out
+
+
 def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
-    """The rule's inputs: the metrics and speed files of every run the claims read (from the plan)."""
+    """The rule's inputs: the metrics and speed files of every run the claims read (from the plan),
+    and the tables and figures of the reports they name (built from those same files), so that
+    the claims target builds the pictures its claims are about."""
     path = Path(plan.root) / claims_path
     ctx = Context(plan, Path(claims_path))
     claims = load_claims(path, plan.studies)
@@ -503,6 +516,7 @@ def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
         speed += s
     return {"metrics": [plan.metrics_file(*r) for r in dict.fromkeys(metrics)],
             "speed": [plan.speed_file(*r) for r in dict.fromkeys(speed)],
+            "reports": [f"reports/{f}" for f in report_files(plan, claims).values()],
             "claims": str(claims_path)}
 
 
@@ -528,7 +542,10 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]]) -> str:
+def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]],
+           links: dict[str, str] | None = None) -> str:
+    """The Markdown report; `links` (report -> file beside the report) adds a 'Shown in' line."""
+    links = links or {}
     verdicts = [combine([e.verdict for e in effects]) for _, _, effects in results]
     counts = {v: sum(1 for x in verdicts if x == v) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)}
     na = sum(1 for v in verdicts if v is None)
@@ -544,6 +561,8 @@ def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]
         quote = str(claim["paper"]).strip()
         quote = quote if quote.startswith('"') else f'"{quote}"'
         lines += [f"## {name}", "", f"> {_cell(quote)} ({claim['source']})", ""]
+        if claim["report"] in links:
+            lines += [f"Shown in: [{links[claim['report']]}]({links[claim['report']]})", ""]
         lines += ["| comparison | values | effect (95% interval) | verdict |", "|---|---|---|---|"]
         for e in effects:
             lines.append(f"| {_cell(e.label)} | {_cell(e.shown)} | {_cell(_effect_text(e))} | "
@@ -577,7 +596,7 @@ def build(suite: str, metrics: list, speed: list, claims_path, root=".", scale: 
                   {run_file(f, "speed"): Path(f) for f in speed})
     claims = load_claims(claims_path, plan.studies)
     results = [(name, claim, evaluate(ctx, name, claim)) for name, claim in claims.items()]
-    return render(suite, claims_path, results)
+    return render(suite, claims_path, results, report_files(plan, claims))
 
 
 def main(argv=None) -> None:

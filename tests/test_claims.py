@@ -208,6 +208,10 @@ def test_the_claims_inputs_are_the_cells_of_the_reports_they_name(suite_files):
     assert sorted(inputs["speed"]) == sorted(
         [f"results/speed/small/{v}.json" for v in ("t_draft=4", "base", "t_draft=16", "t_draft=32", "t_draft=64")]
         + ["results/speed/small-ar/default.json"])
+    # the tables and figures of the reports the claims name are built with them
+    assert sorted(inputs["reports"]) == sorted(
+        f"reports/{f}" for f in ("fig4a.png", "fig4b.png", "fig4c.png", "table1.md", "table3.md",
+                                 "table4.md", "tableA3.md"))
 
 
 def test_the_report_computes_the_known_verdicts(suite_files, tmp_path):
@@ -237,6 +241,7 @@ def test_the_report_computes_the_known_verdicts(suite_files, tmp_path):
     # paired differences of rows with the same boot_key; the paper's words and source in the table
     assert "| 20 vs 34 | +14 [" in md and ", paired |" in md      # base: revised vs draft FID
     assert '> "In the draft phase, FID is improved as T_draft increases from 4 to 64." (§4.4, Figure 4(a))' in md
+    assert "Shown in: [fig4a.png](fig4a.png)" in md and "Shown in: [table3.md](table3.md)" in md
 
 
 def test_rows_with_other_keys_are_differenced_unpaired_and_said_so(suite_files, tmp_path):
@@ -297,7 +302,9 @@ def test_dry_run_of_the_claims_target_plans_its_cells(tmp_path):
     counts = planned_jobs(cwd, "reports/claims.md", "--config", "suite=small")
     assert counts["claims"] == 1
     assert counts["compute_metrics"] == 21 and counts["sampling_speed"] == 6
-    assert counts["train_transformer"] == 2 and "report_table" not in counts
+    assert counts["train_transformer"] == 2
+    # the tables and figures of the claims' reports, from the same files: no other cell or model
+    assert counts["report_table"] == 4 and counts["report_figure"] == 3
 
 
 def test_rule_all_has_the_claims_on_suite_small_only(tmp_path):

@@ -15,7 +15,8 @@ OUT.work/step-NNNNNN/ (resumable: a rerun skips finished shards), and scored by 
 (draft and revised rows, 95% basic bootstrap intervals; features cached by content under
 OUT.work/features). Every checkpoint's rows are resampled at the same indices (same N and
 classes), so the difference of each step's FID to the final one is a paired difference with its
-own interval. Writes OUT.md (table), OUT.png (FID of drafts and revised images against steps,
+own interval. `--features-cache` names another feature cache (the workflow's:
+results/cache/features), so sample sets that the workflow already scored are not scored again. Writes OUT.md (table), OUT.png (FID of drafts and revised images against steps,
 error bars) and OUT.json, each atomically.
 
 The snapshots must come from the run that made the checkpoint: each snapshot's config must equal
@@ -68,8 +69,9 @@ def checkpoints(transformer: Path) -> list[tuple[int, Path]]:
 
 
 def measure(cfg: dict, tokenizer: Path, transformer: Path, reference: Path, samples: int,
-            work: Path) -> list[dict]:
-    """Draft and revised metrics rows of every checkpoint, with a `steps` field."""
+            work: Path, features_cache: Path | None = None) -> list[dict]:
+    """Draft and revised metrics rows of every checkpoint, with a `steps` field; features cached
+    by content under `features_cache` (default WORK/features)."""
     from drr.metrics.score import score
     from drr.sampling.generate import generate
 
@@ -82,7 +84,7 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, reference: Path, samp
         npz = generate(cfg, tokenizer, path, work / f"step-{steps:06d}")
         for row in score(cfg, npz, reference, phases=("draft", "revised"),
                          experiment=name, variant=f"step={steps}",
-                         features_cache=work / "features"):
+                         features_cache=features_cache or work / "features"):
             rows.append({**row, "steps": steps, "checkpoint": str(path)})
     return rows
 
@@ -163,6 +165,9 @@ def main(argv=None) -> None:
     p.add_argument("--reference", required=True, type=Path, help="reference statistics (drr.metrics.reference)")
     p.add_argument("--samples", type=int, default=1000, help="samples per checkpoint")
     p.add_argument("--out", required=True, type=Path, help="OUT: writes OUT.md, OUT.png, OUT.json")
+    p.add_argument("--features-cache", type=Path,
+                   help="folder of features cached by content (default OUT.work/features; the "
+                        "workflow's is results/cache/features)")
     args = p.parse_args(argv)
     with user_errors():
         if args.samples < 1:
@@ -170,7 +175,7 @@ def main(argv=None) -> None:
         cfg = resolve(args)
         work = args.out.parent / f"{args.out.name}.work"
         table = summary(measure(cfg, args.tokenizer, args.transformer, args.reference,
-                                args.samples, work))
+                                args.samples, work, args.features_cache))
         name = args.transformer.parent.name
         png = args.out.with_suffix(".png")
         plot(name, table, png)

@@ -558,8 +558,23 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid and pid != ancestor:
+        pid = _parent(pid)
+    return pid == ancestor
+
+
 def _trainer_pid(parent_pid: int, timeout: float = 60.0) -> int:
-    """The python training process under the shell that `parent_pid` started."""
+    """The python training process under the shell that `parent_pid` started (its descendant:
+    another training run on the machine is not it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in Path("/proc").iterdir():
@@ -568,8 +583,8 @@ def _trainer_pid(parent_pid: int, timeout: float = 60.0) -> int:
                     cmd = (p / "cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if b"drr.transformer.train" in cmd and cmd[0].endswith(b"python") or \
-                        (len(cmd) > 2 and cmd[1:3] == [b"-m", b"drr.transformer.train"]):
+                if (len(cmd) > 2 and cmd[1:3] == [b"-m", b"drr.transformer.train"]
+                        and _descends_from(int(p.name), parent_pid)):
                     return int(p.name)
         time.sleep(0.2)
     raise AssertionError("the training process did not start")

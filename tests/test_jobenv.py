@@ -1,0 +1,69 @@
+"""The jobs' environment (drr/jobenv.py, workflow key glibc_tunables): what it sets, what it leaves
+alone, what it refuses, and that glibc then really keeps freed memory (no page faults on reuse)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from drr import jobenv
+from drr.errors import DrrError
+from workflow_fixtures import REPO
+
+DEFAULT = yaml.safe_load((REPO / "configs/workflow.yaml").read_text())["glibc_tunables"]
+
+
+def test_the_default_is_set_for_the_jobs():
+    assert jobenv.job_environment(DEFAULT, {}) == {"GLIBC_TUNABLES": DEFAULT}
+
+
+def test_null_sets_nothing():
+    assert jobenv.job_environment(None, {}) == {}
+
+
+def test_the_users_own_tunables_are_kept():
+    assert jobenv.job_environment(DEFAULT, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
+
+
+@pytest.mark.parametrize("bad", ["glibc.malloc.mmap_max=0; rm -rf /", "mmap_max=0", "glibc.malloc.x=abc", 7, ""])
+def test_a_bad_value_is_one_line_naming_file_and_key(bad):
+    with pytest.raises(DrrError) as e:
+        jobenv.job_environment(bad, {})
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("configs/workflow.yaml: glibc_tunables")
+
+
+# Allocate, touch and free a 256 MiB block twice; print the minor page faults of the second time.
+FAULTS = """
+import ctypes, resource
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+n = 256 << 20
+def cycle():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(ctypes.c_size_t(n))
+    ctypes.memset(ctypes.c_void_p(p), 1, n)
+    libc.free(ctypes.c_void_p(p))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+cycle()
+print(cycle())
+"""
+
+
+def second_use_faults(env_update):
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(env_update)
+    out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+def test_with_the_default_glibc_reuses_freed_memory_without_page_faults():
+    pages = (256 << 20) // os.sysconf("SC_PAGE_SIZE")
+    plain = second_use_faults({})
+    if plain < pages // 2:
+        pytest.skip(f"this C library does not unmap a freed 256 MiB block ({plain} faults on reuse)")
+    tuned = second_use_faults(jobenv.job_environment(DEFAULT, {}))
+    assert tuned < pages // 100, (plain, tuned)

@@ -12,7 +12,8 @@ open-clip image+text throughput when CLIP weights are placed (otherwise why not)
 one FID from 2048-d statistics (torch-fidelity's eigenvalue route, CPU), which bounds the cost of a
 row independently of the number of samples. One warm-up batch is not timed. The Inception line also
 gives the user and system seconds and page faults of the timed batches; compare a run as the
-workflow's jobs start (``GLIBC_TUNABLES`` of configs/workflow.yaml) with one without it:
+workflow's jobs start with ``glibc_tunables`` set (configs/workflow.yaml; off by default, as it
+doubles peak memory) with one without it:
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \
         OMP_NUM_THREADS=1 python benchmarks/metrics_bench.py --batch 100 --images 200 --skip-fid

@@ -12,7 +12,7 @@ from drr import jobenv
 from drr.errors import DrrError
 from workflow_fixtures import REPO
 
-DEFAULT = jobenv.RETAIN_FREED
+RETAIN = jobenv.RETAIN_FREED
 
 
 def test_the_workflow_default_is_off():
@@ -21,7 +21,7 @@ def test_the_workflow_default_is_off():
 
 
 def test_a_value_is_set_for_the_jobs():
-    assert jobenv.job_environment(DEFAULT, {}) == {"GLIBC_TUNABLES": DEFAULT}
+    assert jobenv.job_environment(RETAIN, {}) == {"GLIBC_TUNABLES": RETAIN}
 
 
 def test_null_sets_nothing():
@@ -29,7 +29,7 @@ def test_null_sets_nothing():
 
 
 def test_the_users_own_tunables_are_kept():
-    assert jobenv.job_environment(DEFAULT, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
+    assert jobenv.job_environment(RETAIN, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {}
 
 
 @pytest.mark.parametrize("bad", ["glibc.malloc.mmap_max=0; rm -rf /", "mmap_max=0", "glibc.malloc.x=abc", 7, ""])
@@ -70,5 +70,5 @@ def test_with_retain_freed_glibc_reuses_freed_memory_without_page_faults():
     plain = second_use_faults({})
     if plain < pages // 2:
         pytest.skip(f"this C library does not unmap a freed 256 MiB block ({plain} faults on reuse)")
-    tuned = second_use_faults(jobenv.job_environment(DEFAULT, {}))
+    tuned = second_use_faults(jobenv.job_environment(RETAIN, {}))
     assert tuned < pages // 100, (plain, tuned)

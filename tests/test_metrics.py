@@ -616,3 +616,23 @@ def test_rfid_is_paired_with_the_real_images_floor(tmp_path):
     assert rfid_reason(cfg, tmp_path / "ref.npz") == "tokenizer.report.rfid_images is 0"
     cfg["tokenizer"]["report"]["rfid_images"] = 10
     assert rfid_reason(cfg, None) == "no --reference statistics given"
+
+
+def test_kid_from_full_kernels_equals_torch_fidelitys_kid():
+    """The shortcut reads torch-fidelity's subsets out of kernels computed once; the result must be
+    torch-fidelity's own, for sets smaller and larger than the subset size."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(300, 64)).astype(np.float32)
+    y = (rng.normal(size=(500, 64)) + 0.3).astype(np.float32)
+    for size in (50, 300):
+        ref = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y), kid_subsets=maths.KID_SUBSETS,
+                                     kid_subset_size=size, rng_seed=maths.RNG_SEED, verbose=False)
+        mean, std, used = maths.kid_from_full_kernels(x, y, size)
+        assert used == size
+        assert mean == pytest.approx(ref[KEY_METRIC_KID_MEAN], rel=1e-6, abs=1e-9)
+        assert std == pytest.approx(ref[KEY_METRIC_KID_STD], rel=1e-5, abs=1e-9)
+    # maths.kid takes the shortcut here (300 x 500 points, subsets of 300) and gives the same
+    (km, ks, size), _ = maths.kid(x, y, 1000)
+    assert size == 300 and km == pytest.approx(maths.kid_from_full_kernels(x, y, 300)[0], rel=1e-12)

@@ -15,7 +15,9 @@ Conventions (the same as torch-fidelity's defaults unless stated):
   10 splits, shuffled with seed 2020; mean and std over splits.
 - KID (Binkowski et al.): torch-fidelity's `kid_features_to_metric`, cubic polynomial kernel,
   100 subsets of ``metrics.kid_subset_size`` (reduced to the smaller set's size when a set is
-  smaller; the row records the size used), seed 2020; reported as is (not x1000).
+  smaller; the row records the size used), seed 2020; reported as is (not x1000). Where the full
+  kernel matrices are small and cheaper than the subsets' (`kid_from_full_kernels`), the same
+  subsets are read out of them instead, with torch-fidelity's kernel and MMD functions.
 - Precision/recall (Kynkäänniemi et al. 2019): torch-fidelity's `prc_features_to_metric`, k-th
   nearest neighbour balls (k = ``metrics.pr_k``, 3) in the pool feature space, all N samples against
   the M reference features (the ADM evaluator's convention: M = 10,000 reference images).
@@ -30,6 +32,7 @@ from drr.errors import DrrError
 
 IS_SPLITS = 10
 KID_SUBSETS = 100
+KID_FULL_KERNEL_MAX = 10 ** 8  # kernel entries (float32, 400 MB) up to which KID computes each kernel once
 RNG_SEED = 2020  # torch-fidelity's default seed for IS shuffling and KID subsets
 
 
@@ -119,13 +122,34 @@ def kid(sample_feats: np.ndarray, ref_feats: np.ndarray | None, subset_size: int
     if size < 2:
         return None, na(f"KID needs at least 2 samples and 2 reference features, got "
                         f"{len(sample_feats)} and {len(ref_feats)}")
+    x, y = np.asarray(sample_feats, np.float32), np.asarray(ref_feats, np.float32)
+    if len(x) ** 2 + len(x) * len(y) + len(y) ** 2 <= min(KID_FULL_KERNEL_MAX, 3 * KID_SUBSETS * size ** 2):
+        return kid_from_full_kernels(x, y, size), None
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
-    r = kid_features_to_metric(torch.from_numpy(np.asarray(sample_feats, np.float32)),
-                               torch.from_numpy(np.asarray(ref_feats, np.float32)),
-                               kid_subsets=KID_SUBSETS, kid_subset_size=size, rng_seed=RNG_SEED,
-                               verbose=False)
+    r = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y), kid_subsets=KID_SUBSETS,
+                               kid_subset_size=size, rng_seed=RNG_SEED, verbose=False)
     return (r[KEY_METRIC_KID_MEAN], r[KEY_METRIC_KID_STD], size), None
+
+
+def kid_from_full_kernels(x: np.ndarray, y: np.ndarray, size: int) -> tuple[float, float, int]:
+    """torch-fidelity's KID (the same subsets, drawn in the same order from the same seed, and its
+    own kernel and MMD functions) with each kernel matrix computed once for all the points instead of
+    once per subset: a subset's kernel is the full matrix's rows and columns of its points. At
+    1,000 samples against 5,000 reference features (2048-d), one core: 11.2 s -> 3.7 s a row
+    (measured on the small suite's features). Each kernel entry is the same float32 dot product,
+    summed by the BLAS in another blocking, so the result equals torch-fidelity's to float32
+    rounding (6e-9 relative there), not bit for bit; tests/test_metrics.py compares the two."""
+    from torch_fidelity.metric_kid import kernel_poly, mmd2
+
+    kxx, kxy, kyy = kernel_poly(x, x), kernel_poly(x, y), kernel_poly(y, y)
+    rng = np.random.RandomState(RNG_SEED)
+    mmds = np.zeros(KID_SUBSETS)
+    for i in range(KID_SUBSETS):
+        a = rng.choice(len(x), size, replace=False)
+        b = rng.choice(len(y), size, replace=False)
+        mmds[i] = mmd2(kxx[np.ix_(a, a)], kxy[np.ix_(a, b)], kyy[np.ix_(b, b)])
+    return float(np.mean(mmds)), float(np.std(mmds)), size
 
 
 def precision_recall(sample_feats: np.ndarray, ref_feats: np.ndarray | None, k: int,

@@ -128,7 +128,10 @@ def report(logs: list[RunLog], cores: int, budget_min: float) -> str:
     bound = total / cores
     lines.append(f"finished work: {total:.1f} job-min; on {cores} cores at these rates no order of the jobs "
                  f"takes less than {bound:.1f} min ({bound / 60:.2f} h)")
-    verdict = "can be met only if the other bounds allow" if bound <= budget_min else "cannot be met"
-    lines.append(f"budget {budget_min:.0f} min: {verdict} at these rates "
-                 f"({'under' if bound <= budget_min else 'over'} by {abs(budget_min - bound):.1f} min of the bound)")
+    if bound <= budget_min:
+        lines.append(f"budget {budget_min:.0f} min: not ruled out by this bound ({budget_min - bound:.1f} min "
+                     f"to spare; the order of the jobs and their dependencies decide the rest)")
+    else:
+        lines.append(f"budget {budget_min:.0f} min: cannot be met at these rates (the bound is "
+                     f"{bound - budget_min:.1f} min over)")
     return "\n".join(lines)

@@ -1,6 +1,9 @@
 # The README's two commands:
 #   make demo   set up, then run the workflow on the embedded default (Fashion-MNIST, tiny models)
 #   make test   set up, then run the test suite
+# and for the edit loop:
+#   make test-fast   the unit tests only (no end-to-end workflow, no SLURM cluster; a few minutes)
+#   make unlock      remove the locks a killed Snakemake session left (Snakemake's own --unlock)
 # Everything is installed into ./.venv from requirements.lock; nothing outside the repository changes,
 # except that, as root with apt available, the Debian package `dataset-fashion-mnist` is installed so
 # that the embedded default needs no download.
@@ -10,7 +13,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CORES  ?= 2
 
-.PHONY: setup demo test lock clean-results
+.PHONY: setup demo test test-fast unlock lock clean-results
 
 setup: $(VENV)/.installed fashion-mnist slurm-packages
 
@@ -51,6 +54,14 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not slurm and not rehearsal" tests
+
+# A Snakemake session killed with SIGKILL (a closed login shell, a lost node) leaves its lock files
+# in .snakemake/locks, and the next command stops with LockException until they are removed.
+unlock: setup
+	$(VENV)/bin/snakemake --unlock
 
 # The paper suite's dress rehearsal on the private test cluster (tests/test_rehearsal.py; 22 min
 # here, so not part of `make test`).

@@ -30,13 +30,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drr.config import load_config  # noqa: E402
+from drr.core.config import load_config  # noqa: E402
 
 
 def random_models(cfg, device):
     from drr.sampling.images import Models
     from drr.tokenizer.model import RQVAE, RQVAEConfig
-    from drr.transformer.model import TransformerConfig, build_transformer
+    from drr.transformer.build import build_transformer
+    from drr.transformer.model import TransformerConfig
 
     torch.manual_seed(0)
     tok = RQVAE(RQVAEConfig(**cfg["tokenizer"]["model"])).to(device).eval()

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drr.codes.store import CodeMap, CodeMapWriter  # noqa: E402
-from drr.config import load_config  # noqa: E402
+from drr.core.config import load_config  # noqa: E402
 from drr.tokenizer.model import RQVAE, RQVAEConfig  # noqa: E402
 
 

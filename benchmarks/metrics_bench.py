@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drr.config import load_config  # noqa: E402
-from drr.errors import DrrError  # noqa: E402
+from drr.core.config import load_config  # noqa: E402
+from drr.core.errors import DrrError  # noqa: E402
 from drr.metrics import inception, maths  # noqa: E402
 
 

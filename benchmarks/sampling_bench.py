@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from drr.config import load_config, override_from_dotted  # noqa: E402
+from drr.core.config import load_config, override_from_dotted  # noqa: E402
 
 # The 16 px / 4x4x2 model of the tests (tests/transformer_fixtures.py), for the memory runs.
 SMALL = ["tokenizer.model.ch=32", "tokenizer.model.ch_mult=[1, 2, 2]",
@@ -107,7 +107,7 @@ def memory_child(folder: Path, shards: int, shard_size: int, batch: int) -> None
 
 
 def memory(shard_size: int, batch: int) -> None:
-    from drr.provenance import sha256_file
+    from drr.core.files import sha256_file
     from drr.tokenizer.io import save_tokenizer
     from drr.transformer.io import save_transformer
 

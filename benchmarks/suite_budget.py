@@ -3,7 +3,7 @@
     python benchmarks/suite_budget.py .snakemake/log/<run>.snakemake.log [<resumed run>.snakemake.log ...]
     python benchmarks/suite_budget.py --cores 2 --budget-min 120 --milestone train_transformer LOG...
 
-Reads Snakemake's own logs (drr.runlog): per rule the jobs finished, their summed wall minutes
+Reads Snakemake's own logs (drr.workflow.runlog): per rule the jobs finished, their summed wall minutes
 (job-min) and the longest; jobs that started and never finished (killed, failed) as lost work; the
 wall time of each log; and the lower bound job-min / cores, which no order of the jobs can beat
 when each job uses one core (the workflow's jobs run one thread each on a machine of `--cores`).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drr import runlog  # noqa: E402
+from drr.workflow import runlog  # noqa: E402
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from drr.config import REPO, load_config, override_from_dotted
+from drr.core.config import REPO, load_config, override_from_dotted
 from drr.transformer.model import ContextualRQTransformer, TransformerConfig, masked_nll, sample_masks
 
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s

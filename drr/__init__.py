@@ -6,8 +6,8 @@ Stages (one subpackage each, each with a thin ``python -m`` entry point):
     drr.tokenizer   RQ-VAE (paper §3.1): model, training, official-checkpoint import, report
     drr.codes       code maps of a dataset in Parquet, and a Dataset to read them back
 
-Shared plumbing: drr.config (YAML configs, validation, hashing), drr.provenance (atomic writes,
-provenance records), drr.progress (progress lines with time left).
+Shared plumbing: drr.core.config (YAML configs, validation, hashing), drr.core.provenance (atomic writes,
+provenance records), drr.core.progress (progress lines with time left).
 """
 
 __version__ = "0.1.0"

@@ -9,18 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformer_fixtures import REPO, make_tokenizer_and_codes, tiny_config
 
-from drr.config import load_config, override_from_dotted, save_config
-from drr.errors import DrrError
+from drr.core.config import load_config, override_from_dotted, save_config
+from drr.core.errors import DrrError
 from drr.sampling.ar import ARSettings, sample_raster
 from drr.sampling.decode import sample_seeds
 from drr.transformer.ar import ARRQTransformer
-from drr.transformer.model import (ContextualRQTransformer, TransformerConfig, build_transformer,
-                                   count_parameters)
-from drr.transformer.official import (load_official, official_shapes, official_state_dict,
-                                      save_official)
-
-from transformer_fixtures import REPO, make_tokenizer_and_codes, tiny_config
+from drr.transformer.build import build_transformer, count_parameters
+from drr.transformer.model import ContextualRQTransformer, TransformerConfig
+from drr.transformer.official import load_official, official_shapes, official_state_dict, save_official
 
 REFERENCE = REPO.parent / "shared" / "reference" / "official-checkpoint-keys"
 

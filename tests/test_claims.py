@@ -1,4 +1,4 @@
-"""drr.claims: verdicts with known answers on synthetic replicates, the claims report from fixture
+"""drr.reports.claims: verdicts with known answers on synthetic replicates, the claims report from fixture
 metrics rows and speed files, bad claims files, and the `claims` rule's dry-run plan."""
 
 import json
@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drr import claims as C
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.metrics.score import ROW_FIELDS, read_rows, write_rows
-from drr.plan import Plan
-from drr.studies import Studies, read_yaml
+from drr.reports import claims as C
+from drr.workflow import claims as W
+from drr.workflow.plan import Plan
+from drr.workflow.studies import Studies, read_yaml
+
 from workflow_fixtures import copy_workflow, planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +165,7 @@ def suite_files(tmp_path_factory):
     wf["suite"] = "small"
     plan = Plan(root, wf)
     studies = Studies(root)
-    inputs = C.claims_inputs(plan)
+    inputs = W.claims_inputs(plan)
     given = {"metrics": [], "speed": []}
     for i, f in enumerate(inputs["metrics"]):
         exp, var = C.run_file(f, "metrics")
@@ -272,6 +274,7 @@ def test_bad_claims_files_are_one_line_errors_naming_file_and_key(tmp_path):
          r"claims.fid_worsens_with_t_revise.parameter: unknown parameter 'T'"),
     ]
     import copy
+
     import yaml
     for edit, message in cases:
         data = copy.deepcopy(good)
@@ -279,7 +282,7 @@ def test_bad_claims_files_are_one_line_errors_naming_file_and_key(tmp_path):
         path = tmp_path / "claims.yaml"
         path.write_text(yaml.safe_dump(data))
         with pytest.raises(DrrError, match=message) as e:
-            C.load_claims(path, studies)
+            W.load_claims(path, studies)
         assert "\n" not in str(e.value)
     with pytest.raises(DrrError, match=r"--metrics results/x.csv: expected results/metrics/"):
         C.run_file("results/x.csv", "metrics")
@@ -319,13 +322,13 @@ def test_editing_the_claims_file_changes_the_rules_hash(suite_files):
     wf["suite"] = "small"
     plan = Plan(root, wf)
     path = root / "configs/claims.yaml"
-    before, text = C.claims_hash(plan), path.read_text()
+    before, text = W.claims_hash(plan), path.read_text()
     try:
         path.write_text(text.replace("better: lower", "better: higher", 1))
-        assert C.claims_hash(plan) != before
+        assert W.claims_hash(plan) != before
     finally:
         path.write_text(text)
-    assert C.claims_hash(plan) == before
+    assert W.claims_hash(plan) == before
 
 
 def test_unreadable_inputs_are_one_line_errors_naming_the_file(suite_files, tmp_path):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from drr.codes.store import CodeMap, CodeMapWriter, CodesDataset, open_code_map
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 
 def meta(n, shape=(8, 8, 4), K=16384, sha="a" * 64):

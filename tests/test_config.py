@@ -3,11 +3,17 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
-from drr.config import (BASE_CONFIG, SCHEMA, config_hash, load_config, override_from_dotted,
-                        read_yaml, save_config)
-from drr.errors import DrrError
+from drr.core.config import (
+    BASE_CONFIG,
+    SCHEMA,
+    config_hash,
+    load_config,
+    override_from_dotted,
+    read_yaml,
+    save_config,
+)
+from drr.core.errors import DrrError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
+from drr.core.errors import DrrError
+from drr.core.files import sha256_file
 from drr.data import build_dataset, collate, describe, fashion_mnist, transforms
 from drr.data.download import download
 from drr.data.imagenet import class_index, write_class_index
-from drr.errors import DrrError
-from drr.provenance import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

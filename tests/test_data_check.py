@@ -5,9 +5,10 @@ import subprocess
 
 import pytest
 
-from drr.config import load_config
+from drr.core.config import load_config
+from drr.core.errors import DrrError
 from drr.data.check import check
-from drr.errors import DrrError
+
 from workflow_fixtures import REPO, SNAKEMAKE, copy_workflow
 
 IMAGENET = REPO / "configs/experiments/in256-crq-821m.yaml"

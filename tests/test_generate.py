@@ -8,20 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformer_fixtures import REPO, make_tokenizer_and_codes, tiny_config
 
-from drr.config import save_config
-from drr.errors import DrrError
+from drr.core.config import save_config
+from drr.core.errors import DrrError
 from drr.sampling import generate as gen_mod
 from drr.sampling import inpaint as inpaint_mod
 from drr.sampling import speed as speed_mod
 from drr.sampling.decode import DecodeSettings, draft_and_revise, sample_seeds
-
-from transformer_fixtures import REPO, make_tokenizer_and_codes, tiny_config
 
 TRAIN = "transformer.train.steps=3"
 

@@ -27,11 +27,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-
-from drr import lock
-from drr.config import save_config
-
 from transformer_fixtures import REPO, make_tokenizer_and_codes, tiny_config
+
+from drr.core import lock
+from drr.core.config import save_config
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 SETTINGS = ("transformer.train.steps=3", "generation.num_samples=8", "generation.batch_size=8",
@@ -681,30 +680,3 @@ def test_a_target_with_shell_syntax_is_refused_before_any_job(tmp_path, target):
     assert "MissingRuleException" in run.stdout + run.stderr or \
         "No rule to produce" in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
     assert not list(cwd.rglob("PWNED")) and not (cwd / "results").exists()
-
-
-def test_stale_snakemake_locks_go_only_when_no_session_is_alive(tmp_path):
-    """drr.lock.claim_session: while a session lives, its Snakemake lock files stay; once it is
-    killed, the next session removes them."""
-    state = tmp_path / ".snakemake"
-    (state / "locks").mkdir(parents=True)
-    for name in ("0.input.lock", "0.output.lock"):
-        (state / "locks" / name).write_text("results/x\n")
-    code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); from drr import lock; "
-            f"lock.claim_session({str(state)!r}); print('up', flush=True); time.sleep(60)")
-    live = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert live.stdout.readline().strip() == "up"
-        assert not list((state / "locks").glob("*.lock"))  # it found no live session: they were stale
-        for name in ("0.input.lock", "0.output.lock"):  # now the live session's own locks
-            (state / "locks" / name).write_text("results/x\n")
-        assert lock.claim_session(state) == []
-        assert len(list((state / "locks").glob("*.lock"))) == 2
-    finally:
-        live.kill()
-        live.wait()
-    lock._session.close()  # this test process as a fresh session
-    lock._session = None
-    removed = lock.claim_session(state)
-    assert sorted(p.name for p in removed) == ["0.input.lock", "0.output.lock"]
-    assert not list((state / "locks").glob("*.lock"))

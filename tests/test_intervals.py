@@ -62,8 +62,8 @@ def test_kid_and_pr_replicates_match_direct_computation():
 
 
 def test_is_scores_matches_torch_fidelity_with_one_split():
-    from torch_fidelity.metric_isc import isc_features_to_metric
     import torch
+    from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = np.random.default_rng(2).standard_normal((50, 7)) * 2
     want = isc_features_to_metric(torch.from_numpy(logits), 1, False)["inception_score_mean"]

@@ -1,4 +1,4 @@
-"""The jobs' environment (drr/jobenv.py, workflow key glibc_tunables): what it sets, what it leaves
+"""The jobs' environment (drr/workflow/jobenv.py, workflow key glibc_tunables): what it sets, what it leaves
 alone, what it refuses, and that glibc then really keeps freed memory (no page faults on reuse)."""
 
 import os
@@ -8,8 +8,9 @@ import sys
 import pytest
 import yaml
 
-from drr import jobenv
-from drr.errors import DrrError
+from drr.core.errors import DrrError
+from drr.workflow import jobenv
+
 from workflow_fixtures import REPO
 
 RETAIN = jobenv.RETAIN_FREED
@@ -72,3 +73,27 @@ def test_with_retain_freed_glibc_reuses_freed_memory_without_page_faults():
         pytest.skip(f"this C library does not unmap a freed 256 MiB block ({plain} faults on reuse)")
     tuned = second_use_faults(jobenv.job_environment(RETAIN, {}))
     assert tuned < pages // 100, (plain, tuned)
+
+
+def _job_env(prefix: str, environ: dict) -> str:
+    """GLIBC_TUNABLES as a job's shell sees it after the prefix, and that strict mode is on."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env.update(environ)
+    out = subprocess.run(["bash", "-c", prefix + 'echo "$GLIBC_TUNABLES"; [[ $- == *u* ]] && echo strict'],
+                         env=env, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_the_shell_prefix_exports_the_value_and_keeps_strict_mode():
+    prefix = jobenv.shell_prefix(RETAIN)
+    assert "{" not in prefix and "}" not in prefix  # Snakemake formats a prefix
+    assert _job_env(prefix, {}) == f"{RETAIN}\nstrict\n"
+
+
+def test_the_shell_prefix_keeps_the_users_tunables():
+    assert _job_env(jobenv.shell_prefix(RETAIN), {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == \
+        "glibc.malloc.arena_max=2\nstrict\n"
+
+
+def test_null_leaves_snakemakes_prefix_alone():
+    assert jobenv.shell_prefix(None) is None

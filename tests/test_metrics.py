@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drr.config import load_config
-from drr.errors import DrrError
+from drr.core.config import load_config
+from drr.core.errors import DrrError
 from drr.metrics import inception, maths
 from drr.metrics.clip import Clip, clip_cosines, clip_score, find_clip_weights, load_clip, preprocess_for
 from drr.metrics.reference import build_reference, read_reference
@@ -425,7 +425,7 @@ def test_import_adm_style_reference_and_score_against_it(tmp_path):
     stub = Stub()
     meta = build_reference(cfg, tmp_path / "ref.npz", extractor=stub, import_path=adm,
                            cache_dir=tmp_path / "cache")
-    from drr.provenance import sha256_file
+    from drr.core.files import sha256_file
     assert meta["reference_id"] == f"import-{sha256_file(adm)[:16]}" and meta["kind"] == "imported"
     assert meta["stats_extractor"].startswith("imported:") and meta["features_extractor"] == stub.id
     ref = read_reference(tmp_path / "ref.npz")
@@ -490,7 +490,8 @@ def test_score_rows_self_reference_min_samples_and_is_na(tmp_path):
 
 
 def test_score_cli_writes_parquet_and_jsonl_with_schema(tmp_path, monkeypatch):
-    from drr.metrics import reference, score as score_mod
+    from drr.metrics import reference
+    from drr.metrics import score as score_mod
 
     write_fmnist(tmp_path / "fm", 30, seed=0)
     monkeypatch.setattr(inception, "load_inception", lambda m, device=None: Stub())

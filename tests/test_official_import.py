@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.tokenizer import RQVAE, RQVAEConfig, load_official, save_official
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

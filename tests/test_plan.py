@@ -1,4 +1,4 @@
-"""The workflow plan (drr.plan): what an edit of the configs makes the workflow rebuild.
+"""The workflow plan (drr.workflow.plan): what an edit of the configs makes the workflow rebuild.
 
 Three classes of edit (issue 14), each against the plan of the unedited configs:
 - a key that cannot change a result (NEUTRAL: SLURM settings, logging and checkpoint intervals,
@@ -7,7 +7,7 @@ Three classes of edit (issue 14), each against the plan of the unedited configs:
 - one value of one study plans that cell (samples, metrics) and the reports that show it;
 - a training hyper-parameter plans that model and everything after it, and nothing of the others.
 
-`drr.plan.rebuilt` computes this from the same stage hashes the rules carry as their `hash`
+`drr.workflow.plan.rebuilt` computes this from the same stage hashes the rules carry as their `hash`
 parameter; tests/test_workflow_tiny.py checks a few of these edits with real dry runs after a real
 build.
 """
@@ -15,8 +15,11 @@ build.
 import pytest
 import yaml
 
-from drr import plan as plan_mod
-from drr.config import load_config
+from drr.core import stages
+from drr.core.config import load_config
+from drr.workflow import plan as plan_mod
+
+import plan_jobs
 from workflow_fixtures import REPO, copy_workflow
 
 
@@ -43,9 +46,9 @@ def root(tmp_path):
 
 
 def rebuilt_after(root, edit, suite="tiny"):
-    before = plan_mod.jobs(make_plan(root, suite))
+    before = plan_jobs.jobs(make_plan(root, suite))
     edit(root)
-    return plan_mod.rebuilt(before, make_plan(root, suite))
+    return plan_jobs.rebuilt(before, make_plan(root, suite))
 
 
 # An edit of each of these keys changes no result (value: a new value for the tiny experiment).
@@ -88,10 +91,10 @@ def test_neutral_edits_of_a_paper_experiment_plan_no_job(root):
 
 def test_every_neutral_key_is_a_key_of_base_yaml():
     base = load_config(REPO / "configs/base.yaml")
-    for key in plan_mod.NEUTRAL:
-        assert plan_mod._get(base, key)[0], f"NEUTRAL key {key} is not in configs/base.yaml"
+    for key in stages.NEUTRAL:
+        assert stages._get(base, key)[0], f"NEUTRAL key {key} is not in configs/base.yaml"
     assert set(NEUTRAL_EDITS) - {"transformer.launch.timeout_min", "transformer.launch.partition",
-                                 "transformer.launch.mem_gb"} <= set(plan_mod.NEUTRAL)
+                                 "transformer.launch.mem_gb"} <= set(stages.NEUTRAL)
 
 
 def test_one_cell_value_plans_that_cell_and_the_reports_that_show_it(root):
@@ -140,7 +143,7 @@ def test_a_published_number_plans_only_its_report(root):
 def test_a_training_hyper_parameter_plans_that_model_and_everything_after_it(root):
     got = rebuilt_after(root, lambda r: set_key(r / "configs/experiments/tiny.yaml",
                                                 "transformer.train.lr", 5.0e-4))
-    jobs = plan_mod.jobs(make_plan(root))
+    jobs = plan_jobs.jobs(make_plan(root))
     of_tiny = {k for k in jobs if k.split(":", 1)[1].split("/")[0] == "tiny"}
     assert {"transformer:tiny", "transformer_report:tiny", "samples:tiny/default", "metrics:tiny/default",
             "speed:tiny/default", "samples:tiny/t_draft=4", "metrics:tiny/t_draft=4"} <= got
@@ -172,18 +175,18 @@ def test_a_sampling_setting_plans_the_runs_but_no_model(root):
 
 
 def test_the_resume_check_and_the_shard_identity_share_the_plan(tmp_path):
-    """drr.training's resume check is first_difference over the stage keys: a neutral key never
+    """drr.core.training's resume check is first_difference over the stage keys: a neutral key never
     stops a resume, a hyper-parameter does; the generation shard identity leaves batch size out."""
     base = load_config(REPO / "configs/experiments/tiny.yaml")
     edited = load_config(REPO / "configs/experiments/tiny.yaml",
                          {"transformer": {"train": {"log_every": 3, "checkpoint_every": 9},
                                           "launch": {"timeout_min": 5}}})
-    assert plan_mod.first_difference(base, edited, "transformer") is None
+    assert stages.first_difference(base, edited, "transformer") is None
     lr = load_config(REPO / "configs/experiments/tiny.yaml", {"transformer": {"train": {"lr": 0.5}}})
-    assert plan_mod.first_difference(base, lr, "transformer").startswith("transformer.train.lr 0.001")
-    shards = plan_mod.stage_config(base, "samples")
+    assert stages.first_difference(base, lr, "transformer").startswith("transformer.train.lr 0.001")
+    shards = stages.stage_config(base, "samples")
     assert "batch_size" not in shards["generation"] and "speed_batch_size" not in shards["generation"]
-    assert plan_mod.stage_config(base, "speed")["generation"]["speed_batch_size"] == 100
+    assert stages.stage_config(base, "speed")["generation"]["speed_batch_size"] == 100
 
 
 # -- scales: size overlays (configs/scales/<scale>/) -----------------------------------------------

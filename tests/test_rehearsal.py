@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from workflow_fixtures import copy_workflow
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -124,7 +125,8 @@ def make_releases(folder: Path, configs: dict[str, dict]) -> None:
     import torch
 
     from drr.tokenizer import RQVAE, RQVAEConfig
-    from drr.transformer.model import TransformerConfig, build_transformer
+    from drr.transformer.build import build_transformer
+    from drr.transformer.model import TransformerConfig
 
     torch.manual_seed(0)
     in256, cc3m, ar = configs["in256-crq-821m"], configs["cc3m-crq-366m"], configs["in256-rq-1400m-ar"]
@@ -163,7 +165,7 @@ class Server:
 def point_releases_at(workdir: Path, url: str) -> None:
     """Give every release of the workdir's rehearsal overlay the test server's URL (each
     experiment naming a release must describe it alike, so all of them)."""
-    from drr.studies import Studies
+    from drr.workflow.studies import Studies
 
     studies = Studies(workdir, scale="rehearsal")
     for f in sorted((workdir / "configs/scales/rehearsal").glob("*.yaml")):
@@ -206,7 +208,7 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def rehearsal(slurm_cluster, tmp_path_factory):
-    from drr.studies import Studies
+    from drr.workflow.studies import Studies
 
     r = type("Rehearsal", (), {})()
     r.t0 = time.time()
@@ -240,7 +242,7 @@ def cells_of(line: str) -> list[str]:
 
 def missing_rows(workdir: Path) -> dict[str, list[str]]:
     """Per paper table, the runs the plan says it shows whose row is absent or has no FID."""
-    from drr.plan import Plan
+    from drr.workflow.plan import Plan
 
     wf = yaml.safe_load((workdir / "configs/workflow.yaml").read_text())
     plan = Plan(workdir, dict(wf, suite="paper", scale="rehearsal"))

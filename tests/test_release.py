@@ -1,4 +1,4 @@
-"""drr.release: fetching an official release from files in place, a mirror or an HTTP server (with
+"""drr.workflow.release: fetching an official release from files in place, a mirror or an HTTP server (with
 Range resume), the refusals (damaged, unsafe or mismatching tarballs, wrong key names), and the
 workflow's plan of fetch_release before the import rules. Everything on 127.0.0.1 and tmp_path."""
 
@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from drr.config import load_config
-from drr.errors import DrrError
-from drr.release import expected_keys, fetch, read_record, release_of
+from drr.core.config import load_config
+from drr.core.errors import DrrError
+from drr.core.releases import read_record, release_of
+from drr.workflow.release import expected_keys, fetch
+
 from workflow_fixtures import REPO, SNAKEMAKE, copy_workflow, planned_jobs
 
 NAME = "imagenet_1.4B_rqvae_50e"
@@ -128,10 +130,10 @@ def serve():
 
 
 def run_cli(tmp_path, experiment=CONTEXTUAL, **kw):
-    """python -m drr.release in a subprocess (its exit status and stderr are the test)."""
+    """python -m drr.workflow.release in a subprocess (its exit status and stderr are the test)."""
     extra = tmp_path / "override.yaml"
     extra.write_text(yaml.safe_dump(overrides(tmp_path, **kw)))
-    return subprocess.run([sys.executable, "-m", "drr.release", "--config", str(experiment),
+    return subprocess.run([sys.executable, "-m", "drr.workflow.release", "--config", str(experiment),
                            "--config", str(extra), "--out", str(marker(tmp_path)), "--backoff", "0"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
 

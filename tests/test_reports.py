@@ -1,4 +1,4 @@
-"""Ablation cells (drr.studies) and the report scripts (drr.reports) on rows written by the metrics
+"""Ablation cells (drr.workflow.studies) and the report scripts (drr.reports) on rows written by the metrics
 code's own writer; the tiny workflow builds them for real in tests/test_workflow_tiny.py."""
 
 import json
@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.metrics.score import ROW_FIELDS, write_rows
-from drr.plan import Plan
 from drr.reports import figures, tables
 from drr.reports.results import Results
-from drr.studies import Studies, load_suite
+from drr.workflow.plan import Plan
+from drr.workflow.studies import Studies, load_suite
+
 from workflow_fixtures import SNAKEMAKE, copy_workflow, planned_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def write_cells(root, report, suite="tiny", experiment=None, speed=False, interv
     """Rows for every cell of a report: FID grows with the cell's index so that tests can tell
     the cells apart in the output. `intervals`: with `<metric>_lo`/`_hi`; `batch_seconds`: the
     per-batch times of the speed files."""
-    from drr.studies import Cell
+    from drr.workflow.studies import Cell
 
     st = Studies(root)
     spec = load_suite(suite, root)

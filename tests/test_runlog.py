@@ -1,12 +1,10 @@
-"""drr.runlog: job times read from a Snakemake log (the format of Snakemake 9, as in .snakemake/log)."""
+"""drr.workflow.runlog: job times read from a Snakemake log (the format of Snakemake 9, as in .snakemake/log)."""
 
 import subprocess
 import sys
 
-import pytest
-
-from drr import runlog
-from drr.config import REPO
+from drr.core.config import REPO
+from drr.workflow import runlog
 
 LOG = """\
 Building DAG of jobs...

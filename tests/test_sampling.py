@@ -8,10 +8,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from drr.config import load_config, override_from_dotted
-from drr.errors import DrrError
-from drr.sampling import (DecodeSettings, PhaseSettings, balanced_partition, draft_and_revise,
-                          filter_logits, guide, sample_categorical, sample_seeds, update)
+from drr.core.config import load_config, override_from_dotted
+from drr.core.errors import DrrError
+from drr.sampling import (
+    DecodeSettings,
+    PhaseSettings,
+    balanced_partition,
+    draft_and_revise,
+    filter_logits,
+    guide,
+    sample_categorical,
+    sample_seeds,
+    update,
+)
 from drr.transformer.model import ContextualRQTransformer, TransformerConfig
 
 REPO = Path(__file__).resolve().parents[1]

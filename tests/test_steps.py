@@ -1,15 +1,14 @@
-"""FID against training steps (drr.transformer.steps): which checkpoints it reads, and the paired
+"""FID against training steps (drr.sampling.steps): which checkpoints it reads, and the paired
 differences to the final checkpoint, on small arrays with known answers."""
 
 import numpy as np
 import pytest
 import torch
-
-from drr.errors import DrrError
-from drr.metrics.intervals import basic_interval
-from drr.transformer import steps as steps_mod
-
 from transformer_fixtures import tiny_config
+
+from drr.core.errors import DrrError
+from drr.metrics.intervals import basic_interval
+from drr.sampling import steps as steps_mod
 
 
 def fake_checkpoint(path, cfg, trained_steps):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from drr.codes.store import CodeMapWriter
-from drr.errors import DrrError
-from drr.provenance import sha256_file
+from drr.core.errors import DrrError
+from drr.core.files import sha256_file
 from drr.text import TextTokenizer
 from drr.text.train_bpe import main
 

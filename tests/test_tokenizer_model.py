@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-import pytest
 
 import drr.tokenizer.quantizer as quantizer_module
-from drr.config import load_config
-from drr.errors import DrrError
+from drr.core.config import load_config
+from drr.core.errors import DrrError
 from drr.tokenizer import RQVAE, RQVAEConfig
 from drr.tokenizer.quantizer import Codebook, ResidualQuantizer
 

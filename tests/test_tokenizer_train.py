@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from drr import checkpoint
-from drr.config import load_config
-from drr.errors import DrrError
+from drr.core import checkpoint
+from drr.core.config import load_config
+from drr.core.errors import DrrError
 from drr.tokenizer import losses
 from drr.tokenizer import train as tokenizer_train
 from drr.tokenizer.train import main as train_main

@@ -7,10 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drr.config import load_config
-from drr.transformer.model import (ContextualRQTransformer, KVCache, TransformerConfig,
-                                   count_parameters, gamma_cosine, masked_nll, sample_masks,
-                                   text_nll)
+from drr.core.config import load_config
+from drr.transformer.build import count_parameters
+from drr.transformer.model import (
+    ContextualRQTransformer,
+    KVCache,
+    TransformerConfig,
+    gamma_cosine,
+    masked_nll,
+    sample_masks,
+    text_nll,
+)
 
 
 def small(cond_type="class", depth=3, **kw) -> ContextualRQTransformer:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from drr import checkpoint
-from drr.errors import DrrError
-from drr.launch import slurm_parameters
-from drr.transformer import train as train_mod
-
 from transformer_fixtures import REPO, TINY_SETTINGS, make_tokenizer_and_codes, tiny_config
+
+from drr.core import checkpoint
+from drr.core.errors import DrrError
+from drr.core.launch import slurm_parameters
+from drr.transformer import train as train_mod
 
 
 def cli(tok, codes, out, *settings):
@@ -94,7 +93,7 @@ def test_two_process_step_through_submitit_matches_one_process(tmp_path, data):
     cfg2 = tiny_config("transformer.train.steps=2", "transformer.model.dropout=0.0",
                        "transformer.launch.executor=local", "transformer.launch.gpus_per_node=2",
                        "transformer.launch.timeout_min=10")
-    from drr.launch import launch
+    from drr.core.launch import launch
     result = launch(train_mod.TrainJob(cfg2, tok, codes, two), cfg2["transformer"]["launch"],
                     tmp_path / "submitit", name="test")
     assert result == str(two)
@@ -166,7 +165,7 @@ def test_bad_launch_key_is_a_one_line_error(tmp_path, data):
 
 
 def test_stop_signal_hands_over_to_the_handler_installed_before(monkeypatch):
-    from drr.training import StopSignal
+    from drr.core.training import StopSignal
 
     seen = []
     old = signal.signal(signal.SIGUSR2, lambda s, f: seen.append(s))
@@ -201,13 +200,13 @@ def test_a_state_saved_under_another_config_is_not_resumed(tmp_path, data):
 
 
 def test_heldout_nll_and_snapshots_during_training_change_no_weight(tmp_path, data):
-    """transformer.train.eval_every and snapshot_every (NEUTRAL keys of drr.plan): the held-out NLL
+    """transformer.train.eval_every and snapshot_every (NEUTRAL keys of drr.workflow.plan): the held-out NLL
     curve is logged, weight snapshots are kept, and the trained weights are bit for bit those of a
     run without them."""
-    from drr.transformer.io import load_transformer
     import json
     import shutil
 
+    from drr.transformer.io import load_transformer
     from drr.transformer.report import evaluate, markdown
 
     tok, codes = data

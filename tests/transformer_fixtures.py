@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from drr.codes.store import CodeMapWriter
-from drr.config import load_config, override_from_dotted
-from drr.provenance import sha256_file
+from drr.core.config import load_config, override_from_dotted
+from drr.core.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 

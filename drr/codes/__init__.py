@@ -4,4 +4,4 @@
     drr.codes.encode   `python -m drr.codes.encode`: encode a split with a tokenizer checkpoint
 """
 
-from drr.codes.store import CodeMap, CodesDataset, CodeMapWriter, open_code_map  # noqa: F401
+from drr.codes.store import CodeMap, CodeMapWriter, CodesDataset, open_code_map  # noqa: F401

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
 from drr.codes.store import CodeMapWriter
-from drr.errors import DrrError, user_errors
-from drr.lock import hold
-from drr.progress import Progress
-from drr.provenance import provenance
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.lock import hold
+from drr.core.progress import Progress
+from drr.core.provenance import provenance
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 META_KEY = b"drr"
 SUCCESS = "_SUCCESS"

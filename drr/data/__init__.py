@@ -20,7 +20,7 @@ gives the JSON-able description stored as Parquet metadata. All preprocessing is
 
 from __future__ import annotations
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 DATASETS = ("fashion-mnist", "imagenet", "cc3m", "coco")
 

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import torch
 
+from drr.core.errors import DrrError
 from drr.data import transforms
-from drr.data.imagenet import dataset_root, decode_image_bytes, load_image
 from drr.data.files import CAPTION_IMAGE_EXTENSIONS
-from drr.errors import DrrError
-
+from drr.data.imagenet import dataset_root, decode_image_bytes, load_image
 
 
 def _split_key(name: str) -> tuple[str, str]:

@@ -19,8 +19,8 @@ import os
 from itertools import islice
 from pathlib import Path
 
+from drr.core.errors import DrrError
 from drr.data.files import CAPTION_IMAGE_EXTENSIONS, is_image_file
-from drr.errors import DrrError
 
 LOOK = 64  # directory entries looked at per folder
 

@@ -1,7 +1,7 @@
 """Download one file with urllib, check its sha256, and rename it into place atomically.
 
 Works with any URL urllib opens, file:// included (the tests use that to exercise the real path).
-The file is written to a temporary name next to `dest` (drr.provenance.atomic_path) and renamed only
+The file is written to a temporary name next to `dest` (drr.core.provenance.atomic_path) and renamed only
 after the sums match, so a failed or interrupted download never leaves a file in the cache.
 """
 
@@ -16,8 +16,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from drr.errors import DrrError
-from drr.provenance import atomic_path
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
 
 CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 4 << 20  # progress lines only for files this large (or of unknown size)

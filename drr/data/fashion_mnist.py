@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drr.core.errors import DrrError
 from drr.data import transforms
 from drr.data.download import content_sha256, download, read_content
-from drr.errors import DrrError
 
 NAME = "fashion-mnist"
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

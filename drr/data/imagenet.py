@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from drr.core.errors import DrrError
+from drr.core.files import write_json
 from drr.data import transforms
 from drr.data.files import is_image_file
-from drr.errors import DrrError
-from drr.provenance import write_json
 
 NAME = "imagenet"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 CLIP_DIR = "open_clip"
 CLIP_TAG = "openai"
@@ -88,7 +88,7 @@ def load_clip(metrics_cfg: dict, device=None) -> tuple[Clip | None, str | None]:
     """(Clip, None) or (None, 'n/a reason') when no weights are available; never downloads."""
     import open_clip
 
-    from drr.provenance import sha256_file
+    from drr.core.files import sha256_file
 
     path, reason = find_clip_weights(metrics_cfg)
     if path is None:

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.checkpoint import load_file
-from drr.errors import DrrError
+from drr.core.checkpoint import load_file
+from drr.core.errors import DrrError
 
 CANONICAL_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's URL_INCEPTION_V3 basename
 CANONICAL_DIR = "torch-fidelity"
@@ -264,7 +264,7 @@ def load_inception(metrics_cfg: dict, device=None) -> InceptionFeatures:
 
     auto: torch-fidelity's canonical file when present (IS available), else the fid-helper copy.
     """
-    from drr.provenance import sha256_file
+    from drr.core.files import sha256_file
 
     choice = metrics_cfg["fid_network"]
     paths = weight_paths(metrics_cfg["weights_dir"])

@@ -239,7 +239,7 @@ def _kth_other(dist_sorted: np.ndarray, order: np.ndarray, w: np.ndarray, k: int
 def pr_replicates(pool, ref_feats, k: int, weights: np.ndarray):
     """(precision replicates, recall replicates, precision, recall) with torch-fidelity's
     definitions (torch.cdist distances in float32; radius = (k+1)-th value including oneself)."""
-    import torch  # here, not at the top: drr.claims (parsed by every Snakemake job) imports this module
+    import torch  # here, not at the top: drr.reports.claims (parsed by every Snakemake job) imports this module
 
     gen = torch.from_numpy(np.asarray(pool, np.float32))
     real = torch.from_numpy(np.asarray(ref_feats, np.float32))
@@ -308,7 +308,7 @@ def row_fields() -> list[tuple[str, str, str]]:
 def row_intervals(row: dict, pool, logits, cos, ref, pr_k: int, labels=None, progress_desc=None) -> dict:
     """Interval columns for a scored row (`row` holds its point estimates), from the features that
     scored it. Metrics whose point estimate is null get no interval."""
-    from drr.progress import Progress
+    from drr.core.progress import Progress
 
     n = len(pool)
     out = {"interval_method": METHOD, "interval_level": LEVEL}

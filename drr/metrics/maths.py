@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 IS_SPLITS = 10
 KID_SUBSETS = 100

@@ -56,11 +56,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path, sha256_file
+from drr.core.progress import Progress
+from drr.core.provenance import provenance
 from drr.metrics.maths import RunningStats
-from drr.progress import Progress
-from drr.provenance import atomic_path, provenance, sha256_file
 
 FORMAT = "drr-reference/1"
 CONTENT_SAMPLE = 32   # images whose pixels enter the cache key
@@ -301,7 +302,7 @@ def import_request(src: Path, cfg: dict, extractor):
     """(arrays info, key, material) for an imported reference file."""
     import zipfile
 
-    from drr.metrics.samples import read_npy_header, npz_keys
+    from drr.metrics.samples import npz_keys, read_npy_header
 
     sha = sha256_file(src)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 PHASE_KEYS = {"revised": "arr_0", "draft": "drafts"}  # --phase -> npz key
 

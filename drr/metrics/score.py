@@ -30,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.lock import hold
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path, sha256_file, write_text
+from drr.core.lock import hold
+from drr.core.progress import Progress
+from drr.core.provenance import provenance
 from drr.metrics import intervals, maths
 from drr.metrics.samples import PHASE_KEYS, NpzImages, npz_keys, read_captions
-from drr.progress import Progress
-from drr.provenance import atomic_path, provenance, sha256_file, write_text
 
 PR_CONVENTION = ("Kynkaanniemi et al. 2019 k-NN manifolds in Inception pool features; all N samples vs "
                  "M reference features (ADM convention M = 10000)")

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path, sha256_file, write_json
+from drr.core.provenance import package_versions
 from drr.metrics import inception
 from drr.metrics.clip import CLIP_DIR, CLIP_EXTS, CLIP_TAG
-from drr.provenance import atomic_path, package_versions, sha256_file, write_json
 
 
 def log(msg: str) -> None:
@@ -246,7 +247,7 @@ def place(spec: WeightFile, given: Path | None = None, download: bool = True) ->
 
 def compare_trunks(canonical: Path, fid_helper: Path) -> dict:
     """Whether fid-helper's converted trunk equals torch-fidelity's canonical one, per tensor."""
-    from drr.checkpoint import load_file
+    from drr.core.checkpoint import load_file
 
     canon = load_file(canonical, "torch-fidelity Inception weights file")
     conv = inception.convert_fid_helper(fid_helper)

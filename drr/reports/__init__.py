@@ -6,6 +6,6 @@
     index     reports/index.md, linking everything
 
 What each report shows is data (configs/studies.yaml: its experiment and cells; configs/published.yaml:
-the paper's numbers with their source); cells are named by drr.studies, the same code the workflow
+the paper's numbers with their source); cells are named by drr.workflow.studies, the same code the workflow
 uses to build them, so a report reads exactly the files made for it.
 """

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drr.errors import DrrError, user_errors
+from drr.core.errors import DrrError, user_errors
 from drr.reports.plotting import pyplot, save_png_pdf
 from drr.reports.results import Results
+
 
 def series(res: Results, figure: str, parameter: str):
     """[(x, revised row, draft row)] of the figure's cells varying `parameter`, sorted by x."""

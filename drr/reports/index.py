@@ -15,8 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from drr.errors import user_errors
-from drr.provenance import git_commit, write_text
+from drr.core.errors import user_errors
+from drr.core.files import write_text
+from drr.core.provenance import git_commit
 from drr.reports.results import Results
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.provenance import provenance, write_json
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import write_json
+from drr.core.provenance import provenance
 from drr.reports.plotting import pyplot, save_png_pdf
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drr.provenance import atomic_path
+from drr.core.files import atomic_path
 
 
 def pyplot():

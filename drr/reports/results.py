@@ -1,7 +1,7 @@
 """What the reports read: the suite, its cells' metrics rows and speed files, the published numbers.
 
 A report reads only the files its rule declared (`--metrics FILE...`, `--speed FILE...`: the
-Plan's `report_inputs`), each mapped to its run by the workflow's naming (drr.plan.Plan.metrics_file,
+Plan's `report_inputs`), each mapped to its run by the workflow's naming (drr.workflow.plan.Plan.metrics_file,
 speed_file): ``results/metrics/<experiment>/<variant>.parquet`` (drr.metrics.score rows, one per
 phase) and ``results/speed/<experiment>/<variant>.json`` (drr.sampling.speed). Asking for a run of
 the suite that is not among them is an error naming the run; a run of an experiment outside the
@@ -11,7 +11,7 @@ Our numbers are printed as ``value [lo, hi]``, the row's 95% interval (``<metric
 drr.metrics.intervals: a basic bootstrap, whose ends need not be symmetric about the value, so
 they are printed as end points rather than ±); rows written before intervals existed print the
 value alone. s/sample gets the 95% basic bootstrap interval of the mean over the speed file's
-timed batches (``batch_seconds``; drr.metrics.intervals.speed_interval, as drr.claims) when it has
+timed batches (``batch_seconds``; drr.metrics.intervals.speed_interval, as drr.reports.claims) when it has
 at least two, else none, and the report says which.
 """
 
@@ -21,21 +21,11 @@ import json
 import math
 from pathlib import Path
 
-from drr.errors import DrrError
-from drr.plan import Plan
-from drr.studies import PUBLISHED_FILE, Studies, load_suite, read_yaml
+from drr.core.columns import COLUMNS
+from drr.core.errors import DrrError
+from drr.workflow.plan import Plan
+from drr.workflow.studies import PUBLISHED_FILE, Studies, load_suite, read_yaml
 
-# metric key -> (row field in results/metrics, label, format, better)
-METRICS = {
-    "fid": ("fid", "FID", ".2f", "↓"),
-    "is": ("is_mean", "IS", ".1f", "↑"),
-    "precision": ("precision", "P", ".2f", "↑"),
-    "recall": ("recall", "R", ".2f", "↑"),
-    "clip": ("clip_score", "CLIP-s", ".3f", "↑"),
-    "s_per_sample": ("s_per_sample", "s/sample", ".3f", "↓"),
-}
-NOTE_FIELDS = {"fid": "fid_note", "is": "is_note", "precision": "pr_note", "recall": "pr_note",
-               "clip": "clip_note"}
 DASH = "—"
 INTERVALS_NOTE = ("Ours: value [lo, hi], lo and hi the row's 95% interval (basic bootstrap over the "
                   "generated samples, reference fixed: drr.metrics.intervals; its ends need not be "
@@ -151,11 +141,12 @@ class Results:
         """(cell text, value) of one of our metrics from a metrics row or a speed dict."""
         if row is None:
             return DASH, None
-        field, _, spec, _ = METRICS[metric]
+        col = COLUMNS[metric]
+        field, spec = col.field, col.fmt
         value = row.get(field)
         if value is None:
-            why = row.get(NOTE_FIELDS.get(metric, ""), None) or "n/a (not computed)"
-            return f"n/a{self.note(f'{METRICS[metric][1]}: {why}')}", None
+            why = row.get(col.note or "", None) or "n/a (not computed)"
+            return f"n/a{self.note(f'{col.header}: {why}')}", None
         text = format(value, spec)
         lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
         if lo is not None and hi is not None and all(math.isfinite(x) for x in (lo, hi)):
@@ -166,7 +157,7 @@ class Results:
     def columns(self, metric: str, row: dict | None, paper: float | None, compare: bool) -> list[str]:
         """[ours, paper, Δ] for a metric; Δ only when our run is the paper's experiment."""
         text, value = self.ours(metric, row)
-        spec = METRICS[metric][2]
+        spec = COLUMNS[metric].fmt
         p = DASH if paper is None else format(paper, spec)
         if compare and self.studies.scale is None and value is not None and paper is not None:
             d = format(value - paper, "+" + spec)
@@ -195,7 +186,7 @@ class Results:
 
 def speed_interval(rec: dict, path) -> dict:
     """{s_per_sample_lo, s_per_sample_hi}: the 95% basic bootstrap interval of the mean s/sample
-    over the timed batches (drr.metrics.intervals.speed_interval, the replicates drr.claims uses),
+    over the timed batches (drr.metrics.intervals.speed_interval, the replicates drr.reports.claims uses),
     or {s_per_sample_note} when the record has fewer than two per-batch times."""
     from drr.metrics.intervals import per_batch_seconds
     from drr.metrics.intervals import speed_interval as interval
@@ -213,7 +204,7 @@ def speed_interval(rec: dict, path) -> dict:
 def metric_header(metrics) -> list[str]:
     out = []
     for m in metrics:
-        label, better = METRICS[m][1], METRICS[m][3]
+        label, better = COLUMNS[m].header, COLUMNS[m].arrow
         out += [f"{label}{better} ours", f"{label} paper", f"Δ{label}"]
     return out
 

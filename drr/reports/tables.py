@@ -17,10 +17,19 @@ import argparse
 import time
 from pathlib import Path
 
-from drr.errors import DrrError, user_errors
-from drr.provenance import git_commit, write_text
-from drr.reports.results import (DASH, INTERVALS_NOTE, SPEED_INTERVAL_NOTE, Results, markdown_table,
-                                 metric_header, reference_text, samples_text)
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import write_text
+from drr.core.provenance import git_commit
+from drr.reports.results import (
+    DASH,
+    INTERVALS_NOTE,
+    SPEED_INTERVAL_NOTE,
+    Results,
+    markdown_table,
+    metric_header,
+    reference_text,
+    samples_text,
+)
 
 
 def codes_text(cfg: dict) -> str:
@@ -29,7 +38,8 @@ def codes_text(cfg: dict) -> str:
 
 
 def params_text(experiment: str, res: Results) -> str:
-    from drr.transformer.model import TransformerConfig, count_parameters
+    from drr.transformer.build import count_parameters
+    from drr.transformer.model import TransformerConfig
 
     n = count_parameters(TransformerConfig.from_experiment(res.studies.config(experiment)))
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.transformer.model import KVCache
 
 

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.transformer.model import KVCache
 
 STRATEGIES = ("random", "top-c", "top-c-50")

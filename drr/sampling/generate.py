@@ -14,7 +14,7 @@ Samples 0..num_samples-1 are cut into shards of ``generation.shard_size``; shard
 ``OUT/shards/shard-{i:05d}.npz`` (temporary name, fsync, rename, so a killed job never leaves a
 file that looks finished). ``--shard I`` makes only shard I (one SLURM array task per shard);
 without it every missing shard is made, then merged. A rerun skips finished shards after checking
-they were made with the same config (hash of the `samples` stage of drr.plan: the part of the
+they were made with the same config (hash of the `samples` stage of drr.workflow.plan: the part of the
 resolved config that can change a shard; not generation.batch_size), transformer and tokenizer
 sha256 and conditions; a shard made otherwise is refused with a one-line error naming the file.
 
@@ -50,10 +50,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.lock import hold
-from drr.provenance import atomic_path
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path
+from drr.core.lock import hold
 
 SHARD_FORMAT = 1
 
@@ -63,13 +63,13 @@ def log(msg: str) -> None:
 
 
 def shard_config(cfg: dict) -> dict:
-    """The part of the resolved config that can change a shard's samples (drr.plan, stage samples)."""
-    from drr.plan import stage_config
+    """The part of the resolved config that can change a shard's samples (drr.workflow.plan, stage samples)."""
+    from drr.core.stages import stage_config
     return stage_config(cfg, "samples")
 
 
 def shard_config_hash(cfg: dict) -> str:
-    from drr.plan import stage_hash
+    from drr.core.stages import stage_hash
     return stage_hash(cfg, "samples")
 
 
@@ -96,7 +96,7 @@ def config_difference(old: dict | None, new: dict) -> str:
 
 
 def shard_path(out: Path, i: int) -> Path:
-    from drr.plan import SHARD_NAME
+    from drr.core.stages import SHARD_NAME
     return Path(out) / "shards" / SHARD_NAME.format(i)
 
 
@@ -249,7 +249,8 @@ def _shard_arrays(paths: list[Path], key: str):
 
 
 def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path:
-    from drr.provenance import provenance, write_json
+    from drr.core.files import write_json
+    from drr.core.provenance import provenance
     from drr.sampling.images import grid_columns, save_grid
 
     gen = cfg["generation"]
@@ -328,8 +329,8 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
              device: str | None = None) -> Path | None:
     """Make the missing shards (only shard `shard` if given), then merge (unless `shard`).
     Returns the samples.npz path after a merge, else None."""
-    from drr.config import save_config
-    from drr.progress import Progress
+    from drr.core.config import save_config
+    from drr.core.progress import Progress
     from drr.sampling.ar import check_generation, check_positions, sampling_settings
     from drr.sampling.images import Conditions, autocast, load_models, pick_device
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.errors import DrrError
-from drr.provenance import atomic_path
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -115,7 +115,7 @@ class Conditions:
                 raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer "
                                "and --captions (the eval split's code map)")
             from drr.codes.store import CodeMap
-            from drr.provenance import sha256_file
+            from drr.core.files import sha256_file
             from drr.text import TextTokenizer
 
             tok = TextTokenizer.load(text_tokenizer)

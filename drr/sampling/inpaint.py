@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
 
 MASKS = ("bottom", "center", "outside", "random-half")
 MASK_STREAM = 3  # SeedSequence domain of the random-half masks (training 1, sampling 2)
@@ -109,7 +109,8 @@ def run(cfg: dict, tokenizer: Path, transformer: Path, codes_dir: Path, out: Pat
         class_override: int | None = None, text_tokenizer: Path | None = None,
         precision: str = "fp32", device: str | None = None) -> dict:
     from drr.codes.store import open_code_map
-    from drr.provenance import provenance, write_json
+    from drr.core.files import write_json
+    from drr.core.provenance import provenance
     from drr.sampling.ar import sampling_settings
     from drr.sampling.decode import sample_seeds
     from drr.sampling.images import autocast, decode_images, load_models, pick_device, save_grid

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import user_errors
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import user_errors
 
 PHASES = ("draft", "revise", "decode")
 AR_PHASES = ("ar", "decode")  # an autoregressive model: raster-order sampling, then the decode
@@ -105,8 +105,8 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str = "fp3
             device: str | None = None, text_tokenizer: Path | None = None,
             captions: Path | None = None, models=None) -> dict:
     """Time `generation.speed_batches` batches after one warm-up batch; return the record."""
-    from drr.progress import Progress
-    from drr.provenance import provenance
+    from drr.core.progress import Progress
+    from drr.core.provenance import provenance
     from drr.sampling.ar import ARSettings, check_positions, sample_raster, sampling_settings
     from drr.sampling.decode import sample_seeds
     from drr.sampling.generate import device_name
@@ -179,7 +179,7 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str = "fp3
 
 
 def main(argv=None) -> None:
-    from drr.provenance import write_json
+    from drr.core.files import write_json
 
     p = config_parser(__doc__.splitlines()[0])
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from drr.errors import DrrError
-from drr.provenance import atomic_path
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
 
 PAD_TOKEN = "[PAD]"
 # A byte-level BPE starts from the 256 byte symbols and [PAD], before any merge.

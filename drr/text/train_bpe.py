@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from drr.codes.store import CodeMap
-from drr.errors import DrrError, user_errors
+from drr.core.errors import DrrError, user_errors
 from drr.text.bpe import TextTokenizer, check_vocab_size
 
 

@@ -6,7 +6,7 @@
 The file named by `tokenizer.checkpoint` must be ``{'state_dict': ...}`` with exactly the official
 key names and shapes (see ../shared/reference/official-checkpoint-keys/in256-rqvae-8x8x4.txt); a
 missing, extra or mis-shaped key is an error that names it. When it comes from an official release
-(`tokenizer.release`, fetched by python -m drr.release), the release's release.json is recorded in
+(`tokenizer.release`, fetched by python -m drr.workflow.release), the release's release.json is recorded in
 the checkpoint's provenance.
 """
 
@@ -15,16 +15,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from drr.cli import config_parser, resolve
-from drr.config import save_config
-from drr.errors import DrrError, user_errors
-from drr.provenance import sha256_file
+from drr.core.cli import config_parser, resolve
+from drr.core.config import save_config
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import sha256_file
 
 
 def import_official(cfg: dict, out: Path) -> Path:
+    from drr.core.releases import read_record
     from drr.tokenizer.io import save_tokenizer
     from drr.tokenizer.model import RQVAEConfig
-    from drr.release import read_record
     from drr.tokenizer.official import load_official
 
     src = cfg["tokenizer"]["checkpoint"]

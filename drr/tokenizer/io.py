@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drr import checkpoint
-from drr.errors import DrrError
-from drr.provenance import provenance, sha256_file
+from drr.core import checkpoint
+from drr.core.errors import DrrError
+from drr.core.files import sha256_file
+from drr.core.provenance import provenance
 
 KIND = "drr-tokenizer"
 

@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drr.errors import DrrError
-
+from drr.core.errors import DrrError
 
 # ---------------------------------------------------------------------------------------------
 # Perceptual loss

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 from drr.tokenizer.quantizer import ResidualQuantizer
 from drr.tokenizer.vqgan import Decoder, Encoder
-
 
 # --------------------------------------------------------------------------------------------------
 # Config

@@ -13,9 +13,9 @@ import os
 
 import torch
 
-from drr.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
-from drr.errors import DrrError
-from drr.provenance import atomic_path
+from drr.core.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
 from drr.tokenizer.model import RQVAE, RQVAEConfig
 
 

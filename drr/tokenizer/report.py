@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import user_errors
-from drr.progress import Progress
-from drr.provenance import atomic_path, provenance, write_json, write_text
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import user_errors
+from drr.core.files import atomic_path, write_json, write_text
+from drr.core.progress import Progress
+from drr.core.provenance import provenance
 
 
 def rfid_reason(cfg: dict, reference) -> str | None:
@@ -180,8 +181,8 @@ def _rfid_note(report: dict) -> str:
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     """uint8 (N, 3, R, R) -> PNG grid with nrow images per row."""
-    from PIL import Image
     import torchvision
+    from PIL import Image
 
     grid = torchvision.utils.make_grid(images, nrow=nrow, padding=2, pad_value=255)
     with atomic_path(path) as tmp:

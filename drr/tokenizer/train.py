@@ -19,13 +19,21 @@ from pathlib import Path
 
 import torch
 
-from drr import checkpoint, distributed
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.lock import hold, is_rank0
-from drr.progress import Progress
-from drr.training import (MetricsLog, StepBatchSampler, StopSignal, checkpoint_or_stop,
-                          gather_rng_states, save_run_config, start_run, warmup_constant)
+from drr.core import checkpoint, distributed
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.lock import hold, is_rank0
+from drr.core.progress import Progress
+from drr.core.training import (
+    MetricsLog,
+    StepBatchSampler,
+    StopSignal,
+    checkpoint_or_stop,
+    gather_rng_states,
+    save_run_config,
+    start_run,
+    warmup_constant,
+)
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:

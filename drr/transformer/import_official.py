@@ -22,17 +22,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from drr.cli import config_parser, resolve
-from drr.config import save_config
-from drr.errors import DrrError, user_errors
-from drr.provenance import sha256_file
+from drr.core.cli import config_parser, resolve
+from drr.core.config import save_config
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import sha256_file
 
 
 def import_official(cfg: dict, tokenizer: Path, out: Path) -> Path:
+    from drr.core.releases import read_record
     from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.io import save_transformer
     from drr.transformer.model import TransformerConfig
-    from drr.release import read_record
     from drr.transformer.official import load_official
 
     src = cfg["transformer"]["checkpoint"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from drr import checkpoint
-from drr.provenance import provenance, sha256_file
+from drr.core import checkpoint
+from drr.core.files import sha256_file
+from drr.core.provenance import provenance
 
 KIND = "drr-transformer"
 
@@ -28,7 +29,8 @@ def save_transformer(model, cfg: dict, path, tokenizer_sha256: str, **extra) -> 
 def load_transformer(path, device="cpu"):
     """Return (model in eval mode, of the kind its model_config names; checkpoint dict without the
     weights; sha256 of the file)."""
-    from drr.transformer.model import TransformerConfig, build_transformer
+    from drr.transformer.build import build_transformer
+    from drr.transformer.model import TransformerConfig
 
     path = Path(path)
     model, ckpt = checkpoint.load_model(path, KIND, "transformer checkpoint",

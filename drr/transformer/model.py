@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 KINDS = ("contextual", "ar")
 
@@ -366,14 +366,6 @@ class ContextualRQTransformer(RQTransformerBase):
         return self.scored_outputs(h, hc, codes, mask)
 
 
-def build_transformer(config: TransformerConfig, code_embeddings: torch.Tensor | None = None
-                      ) -> RQTransformerBase:
-    """The model `config.kind` names: ContextualRQTransformer or ARRQTransformer."""
-    if config.kind == "ar":
-        from drr.transformer.ar import ARRQTransformer
-        return ARRQTransformer(config, code_embeddings)
-    return ContextualRQTransformer(config, code_embeddings)
-
 
 def _full_precision(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -414,11 +406,3 @@ def sample_masks(batch: int, n: int, generator: torch.Generator | None = None,
     count = torch.ceil(gamma_cosine(r) * n).long().clamp(1, n)
     ranks = torch.rand(batch, n, generator=generator).argsort(dim=1).argsort(dim=1)
     return (ranks < count[:, None]).to(device)
-
-
-def count_parameters(config: TransformerConfig) -> int:
-    """Trainable parameters of the model `config.kind` names, computed on the meta device (no
-    weights allocated)."""
-    with torch.device("meta"):
-        model = build_transformer(config)
-    return sum(p.numel() for p in model.parameters())

@@ -22,10 +22,11 @@ import os
 
 import torch
 
-from drr.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
-from drr.errors import DrrError
-from drr.provenance import atomic_path
-from drr.transformer.model import TransformerConfig, build_transformer
+from drr.core.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
+from drr.transformer.build import build_transformer
+from drr.transformer.model import TransformerConfig
 
 NOT_OFFICIAL = ("code_emb",)  # drr keys the official layout does not have
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.provenance import atomic_path, provenance, write_json, write_text
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path, write_json, write_text
+from drr.core.provenance import provenance
 
 
 def read_metrics(path: Path) -> list[dict]:

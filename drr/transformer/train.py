@@ -12,9 +12,9 @@ several GPUs), `local` (submitit's local executor, one process per "GPU", gloo o
 `transformer.launch`, and this command waits for it). Either way, resume is "run the same command
 again": the loop saves its state (model, optimizer, step, RNG) every `checkpoint_every` steps and
 when the job is told it will stop, and a new run, or a requeued SLURM job, starts from
-`drr.checkpoint.latest_state(run_dir)`.
+`drr.core.checkpoint.latest_state(run_dir)`.
 
-Each step: a global batch of code maps (a pure function of seed and step, `drr.training`), masks
+Each step: a global batch of code maps (a pure function of seed and step, `drr.core.training`), masks
 from eq. 10 and condition dropout drawn for the whole global batch from a generator seeded by
 (seed, step), so W processes each taking every W-th row compute exactly the one-process step; the
 loss is eq. 11, the NLL summed over the masked code stacks and divided by the global count. For
@@ -37,13 +37,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drr import checkpoint, distributed
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.lock import hold, is_rank0
-from drr.progress import Progress
-from drr.training import (MetricsLog, StopSignal, batch_indices, checkpoint_or_stop,
-                          gather_rng_states, save_run_config, start_run, warmup_cosine)
+from drr.core import checkpoint, distributed
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.lock import hold, is_rank0
+from drr.core.progress import Progress
+from drr.core.training import (
+    MetricsLog,
+    StopSignal,
+    batch_indices,
+    checkpoint_or_stop,
+    gather_rng_states,
+    save_run_config,
+    start_run,
+    warmup_cosine,
+)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -83,9 +91,9 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
           text_tokenizer: Path | None = None) -> Path:
     from drr.codes.store import open_code_map
     from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
+    from drr.transformer.build import build_transformer
     from drr.transformer.io import save_transformer
-    from drr.transformer.model import (TransformerConfig, build_transformer, masked_nll,
-                                       text_nll, text_targets)
+    from drr.transformer.model import TransformerConfig, masked_nll, text_nll, text_targets
 
     rank, world, device, run_dir = start_run(cfg, "transformer", out)
     main = rank == 0
@@ -241,7 +249,7 @@ class TrainJob:
     JobEnvironment, then trains. On preemption or time-out submitit's signal reaches the loop's
     StopSignal first (the state is saved at a step boundary), then submitit's own handler, which
     calls `checkpoint()` and requeues the job: the requeued job runs this same call, which
-    resumes from `drr.checkpoint.latest_state` of the run folder.
+    resumes from `drr.core.checkpoint.latest_state` of the run folder.
     """
 
     def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
@@ -274,7 +282,7 @@ class TrainJob:
 
 
 def main(argv=None) -> None:
-    from drr.launch import launch
+    from drr.core.launch import launch
 
     p = config_parser(__doc__.splitlines()[0])
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")

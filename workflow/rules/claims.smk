@@ -1,8 +1,8 @@
 # Claims stage: the paper's claims (configs/claims.yaml) against the suite's results, one verdict
-# each, computed by drr.claims under the protocol of docs/small-suite.md. Its inputs are the metrics
+# each, computed by drr.reports.claims under the protocol of docs/small-suite.md. Its inputs are the metrics
 # rows of every run the claims read (cells of the studies.yaml reports they name, and the default
 # runs of the ablation experiment and its AR baseline) and the speed files of the s/sample claims:
-# drr.claims.claims_inputs asks the plan, so the rule and the program name the same files.
+# drr.workflow.claims.claims_inputs asks the plan, so the rule and the program name the same files.
 #
 # In rule all only for suite `small`, the suite whose protocol the claims were written for (1,000
 # samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
@@ -23,10 +23,8 @@ rule claims:
     params:
         py=PY,
         suite=SUITE,
-        hash=lambda w: drr.claims.claims_hash(PLAN, drr.claims.CLAIMS_FILE),
+        hash=lambda w: drr.workflow.claims.claims_hash(PLAN, drr.workflow.claims.CLAIMS_FILE),
         speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
-    conda:
-        "../../environment.yml"
     shell:
-        "{params.py:q} -m drr.claims --metrics {input.metrics:q} {params.speed:q} --claims {input.claims:q}"
+        "{params.py:q} -m drr.reports.claims --metrics {input.metrics:q} {params.speed:q} --claims {input.claims:q}"
         " --suite {params.suite:q} --out {output:q} > {log:q} 2>&1"

@@ -17,8 +17,6 @@ rule encode_codes:
         hash=tokenizer_hash("codes"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.codes.encode --config {params.config:q} --tokenizer {input.tokenizer:q}"
         " --split {wildcards.split:q} --out {output:q} > {log:q} 2>&1"

@@ -1,61 +1,35 @@
-# Configuration and plan: the workflow config (configs/workflow.yaml) names the suite; drr.plan
+# Configuration and plan: the workflow config (configs/workflow.yaml) names the suite; drr.workflow.plan
 # resolves its experiments (configs/base.yaml + configs/experiments/<name>.yaml, keys checked,
 # errors naming file and key), validated here against the JSON schema, and computes everything the
 # rules ask: inputs, the variants and cells of each report, and per stage the part of a config
 # that can change its result (the `hash` parameter of every rule: an edit of any other key reruns
 # nothing). The rule files are wiring.
-import os
 import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-import drr.claims
+import drr.core.config
+import drr.core.stages
 import drr.data.check
-import drr.jobenv
-import drr.lock
-import drr.plan
-from drr.errors import DrrError
+import drr.workflow.claims
+import drr.workflow.jobenv
+import drr.workflow.plan
+from drr.core.errors import DrrError
 
 validate(config, "../schemas/workflow.schema.yaml")
 
-# Every job inherits this process's environment (cluster jobs too: they parse this file again).
-# With the workflow key glibc_tunables set (drr/jobenv.py; null by default), glibc's malloc of each
-# job keeps freed memory for reuse: the same numbers, less time in page faults, more memory.
-# Snakemake's own process is unaffected.
+# The jobs' environment: with the workflow key glibc_tunables set (drr/workflow/jobenv.py; null by
+# default), every job's shell exports GLIBC_TUNABLES first (a value the user exported is kept), so
+# glibc's malloc keeps freed memory for reuse: the same numbers, less time in page faults, more
+# memory. Snakemake's own process is unaffected.
 try:
-    os.environ.update(drr.jobenv.job_environment(config.get("glibc_tunables"), os.environ))
+    _prefix = drr.workflow.jobenv.shell_prefix(config.get("glibc_tunables"))
 except DrrError as e:
     raise WorkflowError(str(e))
+if _prefix is not None:
+    shell.prefix(_prefix)
 
-
-# The workflow's default, in effect with a plain `snakemake --cores N`: rerun-incomplete (a job
-# cut off by a kill is rerun, not refused with IncompleteFilesException; every stage resumes or
-# rewrites atomically). A profile cannot carry it: Snakemake 9 loads a default workflow profile
-# only from profiles/default/ in the working directory or beside the Snakefile (the top level
-# here), not from workflow/profiles/default/. The run's DAG settings are handed to the workflow
-# after this file is parsed, so the setting is applied as they arrive.
-def _rerun_incomplete_by_default(wf):
-    class Workflow(type(wf)):
-        def __setattr__(self, name, value):
-            if name == "dag_settings" and value is not None:
-                value.force_incomplete = True
-            super().__setattr__(name, value)
-
-    wf.__class__ = Workflow
-
-
-_rerun_incomplete_by_default(workflow)
-
-# Also by default: the locks a killed session left are removed once no session of this workflow is
-# alive in the working directory (drr.lock.claim_session), so the plain command reruns after a
-# kill instead of stopping with LockException. Jobs that Snakemake runs as processes of their own
-# (cluster jobs) parse this file too; only the main process claims the session.
-if workflow.is_main_process:
-    for _stale in drr.lock.claim_session(Path(".snakemake")):
-        print(f"drr: removed {_stale}, a lock left by a Snakemake session that is no longer alive",
-              file=sys.stderr)
 
 # The `suite` parameter of the report rules (`--suite {params.suite:q}`): the suite, and with a
 # scale (workflow key `scale`: size overlays of configs/scales/<scale>/) [suite, "--scale", scale],
@@ -63,11 +37,12 @@ if workflow.is_main_process:
 # runs made before scales existed (a changed parameter would rerun them).
 SUITE = config["suite"] if config.get("scale") is None else [config["suite"], "--scale", config["scale"]]
 
-# The interpreter running Snakemake runs the rules too (a venv or conda env that has drr).
+# The interpreter running Snakemake runs the rules too (`make setup`'s .venv, or the conda env of
+# environment.yml): the rules declare no `conda:` environment, so --sdm conda has nothing to build.
 PY = sys.executable
 
 try:
-    PLAN = drr.plan.Plan(workflow.basedir, config)
+    PLAN = drr.workflow.plan.Plan(workflow.basedir, config)
 except DrrError as e:
     raise WorkflowError(str(e))
 for _cfg in PLAN.experiments.values():
@@ -78,7 +53,7 @@ try:
     drr.data.check.check_all(PLAN.experiments, PLAN.experiment_file)
 except DrrError as e:
     raise WorkflowError(str(e))
-one_of = drr.plan.one_of
+one_of = drr.workflow.plan.one_of
 
 # Every wildcard matches only what the plan can make (no path separators, spaces or shell syntax).
 wildcard_constraints:
@@ -103,7 +78,7 @@ def tokenizer_config(w):
 
 
 def tokenizer_hash(stage):
-    return lambda w: drr.plan.stage_hash(PLAN.experiments[PLAN.tokenizer_of[w.tokenizer]], stage)
+    return lambda w: drr.core.stages.stage_hash(PLAN.experiments[PLAN.tokenizer_of[w.tokenizer]], stage)
 
 
 def experiment_config(w):
@@ -144,13 +119,13 @@ def report_inputs(w):
 
 
 def report_hash(w):
-    return drr.plan.config_hash(PLAN.report_spec(w.report))
+    return drr.core.config.config_hash(PLAN.report_spec(w.report))
 
 
 def claims_inputs(w):
     """Metrics and speed files of every run configs/claims.yaml reads, and the file itself."""
     try:
-        return drr.claims.claims_inputs(PLAN, drr.claims.CLAIMS_FILE)
+        return drr.workflow.claims.claims_inputs(PLAN, drr.workflow.claims.CLAIMS_FILE)
     except DrrError as e:
         raise WorkflowError(str(e))
 

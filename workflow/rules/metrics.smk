@@ -1,6 +1,6 @@
 # Metrics stage (paper §4): network weights placed once in metrics.weights_dir by a local rule
 # (compute nodes often have no internet; no job downloads), reference statistics (one file per
-# distinct `reference` stage config of drr.plan, shared by the experiments that have it, and cached
+# distinct `reference` stage config of drr.workflow.plan, shared by the experiments that have it, and cached
 # by content under results/cache/reference), and one row per (experiment, variant, phase) with
 # FID, IS, KID, precision/recall and CLIP score.
 
@@ -15,8 +15,6 @@ rule metrics_weights:
     params:
         py=PY,
         config=lambda w: PLAN.config_value(PLAN.weights_experiment[w.weights_dir]),
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.metrics.weights --config {params.config:q} > {log:q} 2>&1"
 
@@ -39,8 +37,6 @@ rule reference_stats:
         config=lambda w: PLAN.config_value(PLAN.reference_experiment[w.reference]),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.metrics.reference --config {params.config:q} --out {output:q}"
         " --cache-dir results/cache/reference > {log:q} 2>&1"
@@ -61,8 +57,6 @@ rule compute_metrics:
         hash=variant_hash("metrics"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.metrics.score {params.configs:q} --samples {input.samples:q}"
         " --reference {input.reference:q} --out {output:q} --phase all --features-cache results/cache/features"

@@ -14,10 +14,8 @@ rule fetch_release:
     params:
         py=PY,
         config=lambda w: PLAN.config_value(PLAN.release_experiment[f"{w.release_dir}/{w.release}"]),
-    conda:
-        "../../environment.yml"
     shell:
-        "{params.py:q} -m drr.release --config {params.config:q} --out {output:q} > {log:q} 2>&1"
+        "{params.py:q} -m drr.workflow.release --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
 
 localrules:

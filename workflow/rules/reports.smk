@@ -23,8 +23,6 @@ rule report_table:
         py=PY,
         suite=SUITE,
         hash=report_hash,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.tables --suite {params.suite:q} --report {wildcards.report:q}"
         " --metrics {input.metrics:q} --speed {input.speed:q} --out {output:q} > {log:q} 2>&1"
@@ -44,8 +42,6 @@ rule report_figure:
         py=PY,
         suite=SUITE,
         hash=report_hash,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.figures --suite {params.suite:q} --figure {wildcards.report:q}"
         " --metrics {input.metrics:q} --out {output.png:q} > {log:q} 2>&1"
@@ -63,14 +59,12 @@ rule figure5:
     params:
         py=PY,
         config=PLAN.config_value(ABLATION) if ABLATION else None,
-        hash=lambda w: drr.plan.config_hash([FIG5, PLAN.hash("pictures", ABLATION)]),
+        hash=lambda w: drr.core.config.config_hash([FIG5, PLAN.hash("pictures", ABLATION)]),
         t_draft=[str(t) for t in FIG5["t_draft"]],
         m=FIG5["revise_iterations"],
         n=FIG5["samples"],
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.pictures progression --config {params.config:q}"
         " --tokenizer {input.tokenizer:q} --transformer {input.transformer:q} --t-draft {params.t_draft:q}"
@@ -92,12 +86,10 @@ rule condition_grid:
     params:
         py=PY,
         config=experiment_config,
-        hash=lambda w: drr.plan.config_hash([PLAN.studies.pictures, PLAN.hash("pictures", w.experiment)]),
+        hash=lambda w: drr.core.config.config_hash([PLAN.studies.pictures, PLAN.hash("pictures", w.experiment)]),
         args=grid_args,
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.pictures conditions --config {params.config:q}"
         " --tokenizer {input.tokenizer:q} --transformer {input.transformer:q} {params.args:q}"
@@ -120,8 +112,6 @@ rule inpainting_comparison:
     params:
         py=PY,
         labels=lambda w: [f"Contextual RQ-Transformer ({w.contextual})", f"AR RQ-Transformer ({w.ar})"],
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.pictures compare --images {input.contextual:q} {input.ar:q}"
         " --labels {params.labels:q} --out {output.png:q} > {log:q} 2>&1"
@@ -142,8 +132,6 @@ rule report_index:
         tables=TABLES,
         figures=FIGURES,
         missing=[f"{n}={why}" for n, why in MISSING.items()],
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.reports.index --suite {params.suite:q} --out {output:q} --tables {params.tables:q}"
         " --figures {params.figures:q} --pictures {input.pictures:q} --missing {params.missing:q} > {log:q} 2>&1"

@@ -20,8 +20,6 @@ rule generate_shard:
         shard=lambda w: int(w.shard),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.sampling.generate {params.configs:q} --tokenizer {input.tokenizer:q}"
         " --transformer {input.transformer:q} {params.text:q}"
@@ -44,8 +42,6 @@ rule merge_samples:
         hash=variant_hash("merge"),
         text=text_condition_args,
         out=lambda w: f"results/samples/{w.experiment}/{w.variant}",
-    conda:
-        "../../environment.yml"
     shell:
         "({params.py:q} -m drr.sampling.generate {params.configs:q} --tokenizer {input.tokenizer:q}"
         " --transformer {input.transformer:q} {params.text:q} --out {params.out:q} --merge-only"
@@ -66,8 +62,6 @@ rule sampling_speed:
         text=text_condition_args,
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.sampling.speed {params.configs:q} --tokenizer {input.tokenizer:q}"
         " --transformer {input.transformer:q} {params.text:q} --json {output:q} > {log:q} 2>&1"
@@ -88,8 +82,6 @@ rule inpainting_figure:
         text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.sampling.inpaint --config {params.config:q} --tokenizer {input.tokenizer:q}"
         " --transformer {input.transformer:q} --codes {input.codes:q} {params.text:q} --out {output:q}"

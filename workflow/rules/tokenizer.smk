@@ -17,8 +17,6 @@ rule train_tokenizer:
         hash=tokenizer_hash("tokenizer"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.tokenizer.train --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
@@ -36,8 +34,6 @@ rule import_tokenizer:
         py=PY,
         config=tokenizer_config,
         hash=tokenizer_hash("tokenizer"),
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.tokenizer.import_official --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
@@ -58,8 +54,6 @@ rule report_tokenizer:
         reference=lambda w, input: ["--reference", input.reference] if "reference" in input.keys() else [],
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.tokenizer.report --config {params.config:q} --tokenizer {input.tokenizer:q}"
         " {params.reference:q} --json {output.json:q} --markdown {output.markdown:q} --png {output.png:q} > {log:q} 2>&1"

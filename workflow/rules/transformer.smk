@@ -20,8 +20,6 @@ rule train_text_tokenizer:
     params:
         py=PY,
         vocab=lambda w: PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.text.train_bpe --codes {input.codes:q} --vocab-size {params.vocab:q}"
         " --out {output:q} > {log:q} 2>&1"
@@ -50,8 +48,6 @@ rule train_transformer:
         text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         _TRAIN_SHELL
 
@@ -70,8 +66,6 @@ rule submit_transformer:
         config=experiment_config,
         hash=experiment_hash("transformer"),
         text=option("--text-tokenizer", "text"),
-    conda:
-        "../../environment.yml"
     shell:
         _TRAIN_SHELL
 
@@ -94,8 +88,6 @@ rule import_transformer:
         py=PY,
         config=experiment_config,
         hash=experiment_hash("transformer"),
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.transformer.import_official --config {params.config:q}"
         " --tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
@@ -119,8 +111,6 @@ rule report_transformer:
         text=option("--text-tokenizer", "text"),
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "{params.py:q} -m drr.transformer.report --config {params.config:q} --transformer {input.transformer:q}"
         " --codes {input.eval_codes:q} {params.text:q} --json {output.json:q}"

@@ -23,8 +23,9 @@ memory is there: set `glibc_tunables` to `RETAIN_FREED` (below) in configs/workf
 from __future__ import annotations
 
 import re
+import shlex
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 VAR = "GLIBC_TUNABLES"
 # Keep freed memory in the heap: no mmap'd blocks, never trim the heap's top (below 16 GiB).
@@ -48,3 +49,14 @@ def job_environment(tunables: str | None, environ, where: str = "configs/workflo
     if environ.get(VAR):
         return {}
     return {VAR: tunables}
+
+
+def shell_prefix(tunables: str | None, where: str = "configs/workflow.yaml") -> str | None:
+    """The shell prefix of every job (Snakemake's ``shell.prefix``) for ``glibc_tunables``, or None
+    for None (Snakemake's own prefix stays). The export keeps a GLIBC_TUNABLES the user exported;
+    the prefix ends in Snakemake's default strict mode, which it replaces, and holds no braces
+    (Snakemake formats a prefix)."""
+    if tunables is None:
+        return None
+    value = shlex.quote(job_environment(tunables, {}, where)[VAR])
+    return f'[ -n "${VAR}" ] || export {VAR}={value}; set -euo pipefail; '

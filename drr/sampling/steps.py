@@ -2,7 +2,7 @@
 (`transformer.train.snapshot_every`, snapshots/step-NNNNNN.pt) and its final checkpoint, each
 sampled with the experiment's sampling settings and scored against one reference.
 
-    python -m drr.transformer.steps --config configs/experiments/small.yaml \
+    python -m drr.sampling.steps --config configs/experiments/small.yaml \
         --set transformer.train.snapshot_every=1000 \
         --tokenizer results/tokenizers/small-fmnist-rq8x8x4/checkpoint.pt \
         --transformer results/transformers/small/checkpoint.pt \
@@ -20,7 +20,7 @@ results/cache/features), so sample sets that the workflow already scored are not
 error bars) and OUT.json, each atomically.
 
 The snapshots must come from the run that made the checkpoint: each snapshot's config must equal
-the checkpoint's in every key of the `transformer` stage of drr.plan, else a one-line error names
+the checkpoint's in every key of the `transformer` stage of drr.workflow.plan, else a one-line error names
 the file.
 """
 
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.provenance import atomic_path, provenance, write_json, write_text
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import atomic_path, write_json, write_text
+from drr.core.provenance import provenance
 
 SNAPSHOT = re.compile(r"step-(\d{6})\.pt")
 
@@ -47,8 +48,8 @@ def log(msg: str) -> None:
 def checkpoints(transformer: Path) -> list[tuple[int, Path]]:
     """(steps, path) of every snapshot beside `transformer` and of `transformer` itself, by step;
     each checked to come from the same training run (same `transformer` stage config)."""
-    from drr import checkpoint
-    from drr.plan import first_difference
+    from drr.core import checkpoint
+    from drr.core.stages import first_difference
 
     transformer = Path(transformer)
     final = checkpoint.load_file(transformer, "transformer checkpoint")

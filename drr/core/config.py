@@ -29,10 +29,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from drr.errors import DrrError
-from drr.provenance import write_text
+from drr.core.errors import DrrError
+from drr.core.files import write_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # libyaml's safe loader where PyYAML has it (it does in the locked environment): the same documents,
 # about 8x faster than the pure-Python one, which matters because every Snakemake job parses the
 # plan (some 40 config files for the paper suite) before it runs.

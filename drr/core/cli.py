@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from drr.config import load_config, override_from_dotted
+from drr.core.config import load_config, override_from_dotted
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:

@@ -1,11 +1,11 @@
 """Verdicts on the paper's claims (configs/claims.yaml) from the suite's metrics rows and speed files.
 
-    python -m drr.claims --metrics results/metrics/small/base.parquet ... \
+    python -m drr.reports.claims --metrics results/metrics/small/base.parquet ... \
         --speed results/speed/small/base.json ... --claims configs/claims.yaml --suite small \
         --out reports/claims.md
 
 The rule `claims` (workflow/rules/claims.smk) passes every file the claims need; each is named by
-its path as the workflow names it (drr.plan: ``results/metrics/<experiment>/<variant>.parquet``,
+its path as the workflow names it (drr.workflow.plan: ``results/metrics/<experiment>/<variant>.parquet``,
 ``results/speed/<experiment>/<variant>.json``). A run a claim needs whose file is not given or not
 there reads "n/a, because ..." and gives no verdict.
 
@@ -36,42 +36,35 @@ Verdicts (docs/small-suite.md, Protocol; nothing here is typed by hand):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from drr.errors import DrrError, user_errors
-from drr.metrics.intervals import (LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates,
-                                   speed_interval)
+from drr.core.columns import COLUMNS
+from drr.core.errors import DrrError, user_errors
+from drr.metrics.intervals import LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates, speed_interval
 from drr.metrics.intervals import per_batch_seconds as per_batch_seconds_of
 from drr.metrics.intervals import speed_seed as _speed_seed
-from drr.studies import read_yaml
+from drr.workflow.claims import (
+    CLAIMS_FILE,
+    Context,
+    Missing,
+    _comparisons,
+    load_claims,
+    report_cells,
+    report_files,
+    select_run,
+)
+from drr.workflow.studies import read_yaml
 
-CLAIMS_FILE = "configs/claims.yaml"
 MAX_RELATIVE_RESIDUAL = 0.15     # the protocol's bound on the linear fit's largest residual
 
-KINDS = ("pairs", "trend", "linear_time")
-# metric -> (row field of the point estimate, replicate field, note field, label)
-METRICS = {
-    "fid": ("fid", "boot_fid", "fid_note", "FID"),
-    "precision": ("precision", "boot_precision", "pr_note", "precision"),
-    "recall": ("recall", "boot_recall", "pr_note", "recall"),
-    "is": ("is_mean", "boot_is", "is_note", "IS"),
-    "kid": ("kid_mean", "boot_kid", "kid_note", "KID"),
-    "clip": ("clip_score", "boot_clip", "clip_note", "CLIP score"),
-    "s_per_sample": (None, None, None, "s/sample"),
-}
-PHASES = ("revised", "draft")
-RUNS = ("ablation", "ar")
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
 
-class Missing(Exception):
-    """A result a comparison needs is not there: the comparison reads "n/a, because <reason>"."""
 
 
 # --- the verdict maths (pure functions of numbers) -------------------------------------------------
@@ -193,136 +186,16 @@ def linear_time_effects(x, per_batch: list, seeds: list, label: str = "s/sample"
 
 # --- claims.yaml -----------------------------------------------------------------------------------
 
-def _need(where: str, spec: dict, key: str, choices=None):
-    if key not in spec:
-        raise DrrError(f"{where}: missing field '{key}'")
-    v = spec[key]
-    if choices is not None and v not in choices:
-        raise DrrError(f"{where}.{key}: {v!r} is not one of {', '.join(map(str, choices))}")
-    return v
 
 
-def load_claims(path, studies) -> dict:
-    """configs/claims.yaml, checked against configs/studies.yaml (reports, parameters)."""
-    path = Path(path)
-    data = read_yaml(path)
-    claims = data.get("claims")
-    if not isinstance(claims, dict) or not claims:
-        raise DrrError(f"{path}: field 'claims' must be a non-empty mapping")
-    for name, c in claims.items():
-        where = f"{path}: claims.{name}"
-        if not isinstance(c, dict):
-            raise DrrError(f"{where}: expected a mapping")
-        for key in ("paper", "source"):
-            _need(where, c, key)
-        report = _need(where, c, "report")
-        if report not in studies.reports:
-            raise DrrError(f"{where}.report: unknown report {report!r} ({studies.path.name} has "
-                           f"{', '.join(studies.reports)})")
-        kind = _need(where, c, "kind", KINDS)
-        if "phase" in c:
-            _need(where, c, "phase", PHASES)
-        if kind in ("trend", "linear_time"):
-            p = _need(where, c, "parameter")
-            if p not in studies.parameters:
-                raise DrrError(f"{where}.parameter: unknown parameter {p!r} ({studies.path.name} "
-                               f"parameters: {', '.join(studies.parameters)})")
-            if "x" in c:
-                _need(where, c, "x", ("log2", "linear"))
-        if kind == "trend":
-            _need(where, c, "metric", METRICS)
-            _need(where, c, "better", ("lower", "higher"))
-            _need(where, c, "direction", ("improves", "worsens"))
-        if kind == "linear_time":
-            _need(where, c, "metric", ("s_per_sample",))
-        for short in c.get("where", {}) or {}:
-            if short not in studies.parameters:
-                raise DrrError(f"{where}.where: unknown parameter {short!r}")
-        if kind == "pairs":
-            comps = _need(where, c, "comparisons")
-            if not isinstance(comps, list) or not comps:
-                raise DrrError(f"{where}.comparisons: expected a non-empty list")
-            if "for_each" in c:
-                _need(where, c, "for_each", ("cells",))
-            for i, comp in enumerate(comps):
-                w = f"{where}.comparisons[{i}]"
-                if not isinstance(comp, dict):
-                    raise DrrError(f"{w}: expected a mapping with a and b")
-                metric = comp.get("metric", c.get("metric"))
-                if metric is None:
-                    raise DrrError(f"{w}: missing field 'metric' (here or in the claim)")
-                if metric not in METRICS:
-                    raise DrrError(f"{w}.metric: {metric!r} is not one of {', '.join(METRICS)}")
-                better = comp.get("better", c.get("better"))
-                if better not in ("lower", "higher"):
-                    raise DrrError(f"{w}: field 'better' must be lower or higher (here or in the claim), "
-                                   f"not {better!r}")
-                for side in ("a", "b"):
-                    sel = _need(w, comp, side)
-                    if not isinstance(sel, dict):
-                        raise DrrError(f"{w}.{side}: expected a mapping (cell, run, phase)")
-                    for k in sel:
-                        if k not in ("cell", "run", "phase"):
-                            raise DrrError(f"{w}.{side}: unknown field {k!r} (cell, run, phase)")
-                    if "run" in sel:
-                        _need(f"{w}.{side}", sel, "run", RUNS)
-                    if "phase" in sel:
-                        _need(f"{w}.{side}", sel, "phase", PHASES)
-                    for short in sel.get("cell", {}) or {}:
-                        if short not in studies.parameters:
-                            raise DrrError(f"{w}.{side}.cell: unknown parameter {short!r}")
-    return claims
 
 
 # --- resolving runs --------------------------------------------------------------------------------
 
-@dataclass
-class Context:
-    """The suite's plan, the claims file and the input files by (experiment, variant)."""
-    plan: object
-    claims_path: Path
-    metrics: dict = field(default_factory=dict)   # (experiment, variant) -> Path
-    speed: dict = field(default_factory=dict)
-
-    def where(self, name: str) -> str:
-        return f"{self.claims_path}: claims.{name}"
 
 
-def report_cells(ctx: Context, name: str, claim: dict):
-    plan, report = ctx.plan, claim["report"]
-    if not plan.available(report):
-        raise Missing(plan.missing_reason(report))
-    cells = plan.cells(report)
-    want = claim.get("where") or {}
-    return [c for c in cells if all(dict(c.values).get(k) == v for k, v in want.items())]
 
 
-def select_run(ctx: Context, name: str, claim: dict, sel: dict) -> tuple[str, str]:
-    """(experiment, variant) of a side of a comparison."""
-    plan, report = ctx.plan, claim["report"]
-    if "run" in sel:
-        ablation = plan.suite.get("ablation")
-        if ablation is None:
-            raise Missing(f"suite {plan.suite_name} has no ablation experiment (configs/workflow.yaml)")
-        if sel["run"] == "ablation":
-            run = (ablation, "default")
-        else:
-            ars = sorted(a for a, c in plan.ar_partner.items() if c == ablation)
-            if not ars:
-                raise Missing(f"suite {plan.suite_name} has no AR RQ-Transformer on the tokenizer of {ablation}")
-            run = (ars[0], "default")
-        if plan.available(report) and run not in plan.report_runs(report):
-            raise DrrError(f"{ctx.where(name)}: run {sel['run']} ({run[0]}/{run[1]}) is not a run of "
-                           f"report {report} (studies.yaml: its cells and baselines)")
-        return run
-    want = sel.get("cell") or {}
-    cells = report_cells(ctx, name, claim)
-    hits = [c for c in cells if all(k in dict(c.values) and dict(c.values)[k] == v for k, v in want.items())]
-    if len(hits) != 1:
-        text = ",".join(f"{k}={v}" for k, v in want.items()) or "(no values)"
-        raise DrrError(f"{ctx.where(name)}: cell {text} matches {len(hits)} cells of report {report} "
-                       f"({', '.join(c.name for c in cells)}); name one cell")
-    return hits[0].experiment, hits[0].name
 
 
 def _given(files: dict, run, name_of, flag: str):
@@ -352,7 +225,8 @@ def _row(ctx: Context, run, phase: str) -> tuple[dict, Path]:
 def metric_estimate(ctx: Context, run, phase: str, metric: str) -> Estimate:
     if metric == "s_per_sample":
         return speed_estimate(ctx, run)
-    field_, boot, note, _ = METRICS[metric]
+    col = COLUMNS[metric]
+    field_, boot, note = col.field, col.boot, col.note
     row, path = _row(ctx, run, phase)
     if row.get(field_) is None:
         raise Missing(f"{path} ({phase}) has no {metric}: {row.get(note) or 'null'}")
@@ -398,18 +272,6 @@ def _sign(better: str, direction: str = "improves") -> int:
     return (1 if better == "higher" else -1) * (1 if direction == "improves" else -1)
 
 
-def _comparisons(ctx: Context, name: str, claim: dict) -> list[tuple[str, dict, dict, str, str]]:
-    """(label prefix, a selector, b selector, metric, better) of each comparison of a pairs claim."""
-    base = [(c, c.get("metric", claim.get("metric")), c.get("better", claim.get("better")))
-            for c in claim["comparisons"]]
-    if claim.get("for_each") != "cells":
-        return [("", c["a"], c["b"], m, b) for c, m, b in base]
-    out = []
-    for cell in report_cells(ctx, name, claim):
-        cellsel = dict(cell.values)
-        for c, m, b in base:
-            out.append((f"{cell.name}: ", {**c["a"], "cell": cellsel}, {**c["b"], "cell": cellsel}, m, b))
-    return out
 
 
 def _side_text(run, phase, metric) -> str:
@@ -426,7 +288,7 @@ def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
             for prefix, a, b, metric, better in _comparisons(ctx, name, claim):
                 ra, rb = select_run(ctx, name, claim, a), select_run(ctx, name, claim, b)
                 pa, pb = a.get("phase", default_phase), b.get("phase", default_phase)
-                label = (f"{prefix}{METRICS[metric][3]} ({better} is better): "
+                label = (f"{prefix}{COLUMNS[metric].label} ({better} is better): "
                          f"{_side_text(ra, pa, metric)} vs {_side_text(rb, pb, metric)}")
                 try:
                     ea, eb = metric_estimate(ctx, ra, pa, metric), metric_estimate(ctx, rb, pb, metric)
@@ -461,73 +323,26 @@ def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
                            "set x: linear")
         x = np.log2(xs) if scale == "log2" else np.asarray(xs, np.float64)
         metric, phase = claim["metric"], default_phase
-        label = f"{METRICS[metric][3]} ({phase}) vs {'log2 ' if scale == 'log2' else ''}{param}"
+        label = f"{COLUMNS[metric].label} ({phase}) vs {'log2 ' if scale == 'log2' else ''}{param}"
         try:
             points = [metric_estimate(ctx, (c.experiment, c.name), phase, metric) for c in cells]
         except Missing as e:
             return [Effect(label, na=str(e))]
         effects = trend_effects(x, points, _sign(claim["better"], claim["direction"]), label)
         effects[0].shown = ", ".join(f"{xv}: {_fmt(p.value)}" for xv, p in zip(xs, points))
-        effects[1].label = f"{METRICS[metric][3]} ({phase}) at {param}={xs[-1]} minus at {param}={xs[0]}"
+        effects[1].label = f"{COLUMNS[metric].label} ({phase}) at {param}={xs[-1]} minus at {param}={xs[0]}"
         effects[1].shown = f"{_fmt(points[-1].value)} vs {_fmt(points[0].value)}"
         return effects
     except Missing as e:
         return [Effect(f"{claim['report']}", na=str(e))]
 
 
-def needed_runs(ctx: Context, name: str, claim: dict) -> tuple[list, list]:
-    """(metrics runs, speed runs) a claim reads, as (experiment, variant) pairs."""
-    try:
-        if claim["kind"] == "pairs":
-            m, s = [], []
-            for _, a, b, metric, _ in _comparisons(ctx, name, claim):
-                for sel in (a, b):
-                    (s if metric == "s_per_sample" else m).append(select_run(ctx, name, claim, sel))
-            return m, s
-        runs = [(c.experiment, c.name) for c in report_cells(ctx, name, claim)
-                if claim["parameter"] in dict(c.values)]
-        return ([], runs) if claim["metric"] == "s_per_sample" else (runs, [])
-    except Missing:
-        return [], []
 
 
-def report_files(plan, claims: dict) -> dict[str, str]:
-    """report -> the file under reports/ that shows it (`<name>.png` for a figure, `<name>.md` for a
-    table), for each studies.yaml report a claim names and the suite can build."""
-    out = {}
-    for claim in claims.values():
-        name = claim["report"]
-        if name in plan.reports and plan.available(name):
-            out[name] = f"{name}.png" if plan.reports[name].kind == "figure" else f"{name}.md"
-    return out
 
 
-def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
-    """The rule's inputs: the metrics and speed files of every run the claims read (from the plan),
-    and the tables and figures of the reports they name (built from those same files), so that
-    the claims target builds the pictures its claims are about."""
-    path = Path(plan.root) / claims_path
-    ctx = Context(plan, Path(claims_path))
-    claims = load_claims(path, plan.studies)
-    metrics, speed = [], []
-    for name, claim in claims.items():
-        m, s = needed_runs(ctx, name, claim)
-        metrics += m
-        speed += s
-    return {"metrics": [plan.metrics_file(*r) for r in dict.fromkeys(metrics)],
-            "speed": [plan.speed_file(*r) for r in dict.fromkeys(speed)],
-            "reports": [f"reports/{f}" for f in report_files(plan, claims).values()],
-            "claims": str(claims_path)}
 
 
-def claims_hash(plan, claims_path=CLAIMS_FILE) -> str:
-    """Rerun parameter of the rule: the claims file's content and the cells of the reports it names."""
-    from drr.config import config_hash
-
-    text = (Path(plan.root) / claims_path).read_text()
-    return config_hash({"claims": hashlib.sha256(text.encode()).hexdigest(),
-                        "cells": {r: [(c.experiment, c.name, c.values) for c in plan.cells(r)]
-                                  for r in plan.reports}})
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -550,7 +365,7 @@ def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]
     counts = {v: sum(1 for x in verdicts if x == v) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)}
     na = sum(1 for v in verdicts if v is None)
     lines = [f"# The paper's claims on suite `{suite}`", "",
-             f"Computed by `drr.claims` from {claims_path}; the rules are fixed in docs/small-suite.md "
+             f"Computed by `drr.reports.claims` from {claims_path}; the rules are fixed in docs/small-suite.md "
              "(Protocol). Every effect is oriented so that a positive value is the paper's direction, "
              f"with its {LEVEL:.0%} basic bootstrap interval: reproduced when the interval is above 0, "
              "not reproduced when below, inconclusive when it contains 0; a claim of several "
@@ -574,7 +389,7 @@ def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]
 
 
 def run_file(path: str, kind: str) -> tuple[str, str]:
-    """(experiment, variant) of results/<kind>/<experiment>/<variant>.<ext> (drr.plan's names)."""
+    """(experiment, variant) of results/<kind>/<experiment>/<variant>.<ext> (drr.workflow.plan's names)."""
     p = Path(path)
     ext = {"metrics": ".parquet", "speed": ".json"}[kind]
     if p.suffix != ext or len(p.parts) < 2:
@@ -583,7 +398,7 @@ def run_file(path: str, kind: str) -> tuple[str, str]:
 
 
 def build(suite: str, metrics: list, speed: list, claims_path, root=".", scale: str | None = None) -> str:
-    from drr.plan import Plan
+    from drr.workflow.plan import Plan
 
     root = Path(root)
     wf = read_yaml(root / "configs/workflow.yaml")
@@ -600,7 +415,7 @@ def build(suite: str, metrics: list, speed: list, claims_path, root=".", scale: 
 
 
 def main(argv=None) -> None:
-    from drr.provenance import write_text
+    from drr.core.files import write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--metrics", nargs="*", default=[], help="metrics rows, results/metrics/<experiment>/<variant>.parquet")

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from drr.config import REPO, SAFE_LOADER, load_config, override_from_dotted
-from drr.errors import DrrError
+from drr.core.columns import TABLE_COLUMNS
+from drr.core.config import REPO, SAFE_LOADER, load_config, override_from_dotted
+from drr.core.errors import DrrError
 
 STUDIES_FILE = "configs/studies.yaml"
 SCALES_DIR = "configs/scales"
@@ -119,7 +120,6 @@ class Studies:
     def _check_layout(self, name: str, spec: dict) -> None:
         """The keys that say how a report looks (see configs/studies.yaml), each error one line
         naming the file and the key."""
-        from drr.reports.results import METRICS
 
         where = f"{self.path}: reports.{name}"
 
@@ -160,7 +160,7 @@ class Studies:
         layout = spec.get("layout")
         if layout not in TABLE_LAYOUTS:
             fail("layout", f"{layout!r} is not one of {', '.join(TABLE_LAYOUTS)}")
-        names("metrics", list(METRICS))
+        names("metrics", list(TABLE_COLUMNS))
         if layout == "models":
             if not isinstance(spec.get("codes", False), bool):
                 fail("codes", f"expected true or false, got {spec['codes']!r}")

@@ -47,7 +47,7 @@ class StopSignal:
     ``--signal``), SIGUSR2 (submitit's preemption/timeout signal).
 
     The loop checks `.requested` after each step (agreeing across processes, see
-    `drr.distributed.any_flag`), saves its state, then calls `forward()`: a handler that was
+    `drr.core.distributed.any_flag`), saves its state, then calls `forward()`: a handler that was
     installed before (submitit's, which requeues the job) runs then, after the state is safely on
     disk. The next run of the same command, or the requeued job, resumes from that state.
     """
@@ -127,7 +127,7 @@ def gather_rng_states(world: int) -> list:
     """Every process's RNG state, indexed by rank (a collective when world > 1)."""
     import torch
 
-    from drr import checkpoint
+    from drr.core import checkpoint
     state = checkpoint.rng_state()
     if world == 1:
         return [state]
@@ -143,7 +143,7 @@ def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir,
     `save_state()` is a collective: every process calls this at every step."""
     import sys
 
-    from drr import checkpoint, distributed
+    from drr.core import checkpoint, distributed
     stopping = distributed.any_flag(stop.requested is not None, device)
     if step % every == 0 or stopping:
         save_state()
@@ -158,9 +158,9 @@ def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir,
 
 def resume_difference(old_cfg: dict, cfg: dict, stage: str) -> str | None:
     """The first setting in which the run that saved a state differs from `cfg`, or None: the
-    part of the config that can change the stage's result (drr.plan.stage_config), so logging,
+    part of the config that can change the stage's result (drr.workflow.plan.stage_config), so logging,
     saving, launch and compile settings may change between a run and its resumption."""
-    from drr.plan import first_difference
+    from drr.core.stages import first_difference
     return first_difference(old_cfg, cfg, stage)
 
 
@@ -169,9 +169,9 @@ def start_run(cfg: dict, stage: str, out):
     a state saved by a run of another config (before anything is written), set up the process
     group, check the batch splits over the processes, seed. Returns (rank, world, device, run_dir).
     The resolved config is written (`save_run_config`) once the run's inputs have been read."""
-    from drr import checkpoint, distributed
-    from drr.config import read_yaml
-    from drr.errors import DrrError
+    from drr.core import checkpoint, distributed
+    from drr.core.config import read_yaml
+    from drr.core.errors import DrrError
 
     run_dir = Path(out).parent
     state, saved = checkpoint.latest_state(run_dir), run_dir / "config.yaml"
@@ -192,7 +192,7 @@ def start_run(cfg: dict, stage: str, out):
 def save_run_config(cfg: dict, run_dir, main: bool) -> None:
     """Write the resolved config next to the run's output (rank 0), after the run's inputs were
     read: a run that fails on its inputs leaves no config.yaml behind and rewrites none."""
-    from drr.config import save_config
+    from drr.core.config import save_config
     if main:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         save_config(cfg, Path(run_dir) / "config.yaml")

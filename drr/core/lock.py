@@ -12,7 +12,7 @@ Python process are left running, and a rerun would start a second writer in the 
 ``prctl(PR_SET_PDEATHSIG)`` cannot cover that (it fires when the direct parent dies, and the
 direct parent, the shell, lives on), so the watcher looks past ``sh -c`` wrappers to the first
 real ancestor and, once it is gone, sends this process SIGTERM: a training loop saves its state
-at the next step boundary and exits (drr.training.StopSignal); other stages end at once, their
+at the next step boundary and exits (drr.core.training.StopSignal); other stages end at once, their
 outputs being written to temporary names and renamed.
 """
 
@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 WAIT_S = 60.0   # seconds a second writer waits for the holder before it stops
 POLL_S = 1.0    # seconds between checks of the lock (waiting) and of the owner (watching)
@@ -151,51 +151,3 @@ def watch_owner() -> threading.Event | None:
 
     threading.Thread(target=run, name="drr-owner-watch", daemon=True).start()
     return stop
-
-
-# --- the Snakemake session of a working directory ------------------------------------------------
-
-SESSION_FILE = "drr-session.lock"
-_session = None  # the open session file of this process: its flock lasts as long as the process
-
-
-def claim_session(state_dir=".snakemake") -> list[Path]:
-    """Mark this process as a live Snakemake session of the working directory, and remove the
-    locks of sessions that are no longer alive; returns the lock files removed.
-
-    Snakemake locks a working directory with plain files (``.snakemake/locks/*.lock``) that a
-    killed run (SIGKILL, a closed login shell, a lost node) leaves behind, so the plain command
-    again stops with LockException until someone runs ``--unlock``. Here every session of this
-    workflow holds a shared flock on ``.snakemake/drr-session.lock`` for its whole life (the
-    operating system drops it when the process dies). A session that can take the lock
-    exclusively, even for a moment, knows that no other session is alive, so any Snakemake lock
-    files are stale: it removes them (what ``--unlock`` does) and keeps its shared lock. A session
-    that cannot take it leaves the lock files alone, and Snakemake refuses to run beside the live
-    one as it always does. Where the file system has no locks, nothing is removed."""
-    global _session
-    state = Path(state_dir)
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-        f = open(state / SESSION_FILE, "a+")
-    except OSError:
-        return []
-    removed: list[Path] = []
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass                                   # another session is alive: its locks are real
-    except OSError:
-        f.close()
-        return []
-    else:
-        for path in sorted((state / "locks").glob("*.lock")):
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    fcntl.flock(f, fcntl.LOCK_SH)              # blocks only while another session checks
-    if _session is not None:
-        _session.close()
-    _session = f
-    return removed

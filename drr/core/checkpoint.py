@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from numpy._core.multiarray import _reconstruct
 
-from drr.errors import DrrError
-from drr.provenance import atomic_path
+from drr.core.errors import DrrError
+from drr.core.files import atomic_path
 
 STATE_NAME = "train-state.pt"
 

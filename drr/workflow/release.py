@@ -1,6 +1,6 @@
 """Fetch an official rq-vae-transformer release into place, check it, and record what was fetched.
 
-    python -m drr.release --config configs/experiments/in256-rq-1400m-ar.yaml \
+    python -m drr.workflow.release --config configs/experiments/in256-rq-1400m-ar.yaml \
         --out weights/rq-vae-transformer/imagenet_1.4B_rqvae_50e/release.json
 
 A release is one tarball of the official repository (github.com/kakaobrain/rq-vae-transformer),
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import json
 import os
 import shutil
 import sys
@@ -44,77 +43,23 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from drr.cli import config_parser, resolve
-from drr.errors import DrrError, user_errors
-from drr.lock import hold
+from drr.core.cli import config_parser, resolve
+from drr.core.errors import DrrError, user_errors
+from drr.core.files import sha256_file, write_json, write_text
+from drr.core.lock import hold
+from drr.core.releases import EXPECTED, MARKER, PARTS, Release, release_of
 from drr.data.download import progress_line
-from drr.provenance import sha256_file, write_json, write_text
 
-PARTS = {"tokenizer": "stage1", "transformer": "stage2"}   # config section -> release subfolder
-EXPECTED = tuple(f"{stage}/model.pt" for stage in PARTS.values())
-MARKER = "release.json"
 CHUNK = 1 << 20
 PROGRESS_EVERY_S = 10.0   # seconds between progress lines of a download
 
 
-@dataclass(frozen=True)
-class Release:
-    """One official release as an experiment config names it (`<part>.release`)."""
-
-    name: str                 # tarball name without .tar.gz, e.g. imagenet_1.4B_rqvae_50e
-    url: str | None           # where to download it; None: only local sources
-    size: int | None          # bytes of the tarball; None: unknown (then not checked)
-    sha256: str | None        # expected sha256 of the tarball; None: recorded, not checked
-    dir: str                  # folder holding <name>/ and <name>.tar.gz
-    mirror: str | None        # local folder holding <name>.tar.gz; None: none
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.dir) / self.name
-
-    @property
-    def marker(self) -> Path:
-        return self.folder / MARKER
-
-    @property
-    def tarball(self) -> Path:
-        return Path(self.dir) / f"{self.name}.tar.gz"
-
-    @property
-    def part(self) -> Path:
-        return Path(f"{self.tarball}.part")
-
-    @property
-    def sha_file(self) -> Path:
-        return Path(f"{self.tarball}.sha256")
 
 
-def _inside(path: str, folder: Path) -> bool:
-    """Whether `path` lies strictly below `folder` (as written: both relative, or both absolute)."""
-    p, f = os.path.normpath(path), os.path.normpath(folder)
-    if os.path.isabs(p) != os.path.isabs(f) or p == f:
-        return False
-    return os.path.commonpath([p, f]) == f
 
 
-def release_of(cfg: dict, part: str) -> Release | None:
-    """The release `cfg[part]` imports its checkpoint from, or None (`<part>.release.name` null).
-
-    `<part>.checkpoint` must then name a file inside the release folder: one key says where the
-    file is read from, the other where it comes from; a mismatch is a DrrError naming both."""
-    block = cfg[part]["release"]
-    if block["name"] is None:
-        return None
-    rel = Release(**{k: block[k] for k in ("name", "url", "size", "sha256", "dir", "mirror")})
-    ckpt = cfg[part]["checkpoint"]
-    if ckpt is None or not _inside(ckpt, rel.folder):
-        raise DrrError(f"key '{part}.checkpoint' is {ckpt!r}, not a file inside the release folder "
-                       f"{rel.folder}/ ({part}.release.dir + name); set it to "
-                       f"{rel.folder}/{PARTS[part]}/model.pt or set {part}.release.name to null")
-    return rel
 
 
 # --- sources ---------------------------------------------------------------------------------------
@@ -326,7 +271,7 @@ def expected_keys(cfg: dict, part: str) -> set[str]:
 def check_keys(path: Path, expected: set[str], part: str, max_listed: int = 3) -> int:
     """DrrError naming the file and the first keys unless its state dict has exactly `expected`'s
     names; returns their number. The file is memory-mapped: a 5 GB checkpoint is not read whole."""
-    from drr.checkpoint import read_official_state_dict
+    from drr.core.checkpoint import read_official_state_dict
 
     layout = "RQ-VAE" if part == "tokenizer" else "RQ-Transformer"
     got = set(read_official_state_dict(path, layout, mmap=True))
@@ -373,17 +318,6 @@ def fetch(cfg: dict, marker: Path, **download_args) -> dict:
     return record
 
 
-def read_record(cfg: dict, part: str) -> dict | None:
-    """The release.json of the release `cfg[part]` imports from (None: no release), for the
-    import's provenance; DrrError when it is absent or unreadable (run fetch_release first)."""
-    rel = release_of(cfg, part)
-    if rel is None:
-        return None
-    try:
-        return json.loads(rel.marker.read_text())
-    except (OSError, ValueError) as e:
-        raise DrrError(f"{rel.marker}: release record not readable ({e}); fetch the release with "
-                       f"python -m drr.release --config ... --out {rel.marker}") from None
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from drr.errors import DrrError
+from drr.core.errors import DrrError
 
 EXECUTORS = ("inprocess", "local", "slurm")
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 # Write failures that are the machine's state, not a bug: a full disk or quota, a read-only or
 # forbidden place. They end a command with one line like a DrrError; outputs are written to a
-# temporary name and renamed (drr.provenance.atomic_path), so nothing partial is left.
+# temporary name and renamed (drr.core.provenance.atomic_path), so nothing partial is left.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 

@@ -43,7 +43,7 @@ def sync(device):
 
 def timed(fn, batch, n_images, device):
     """images/s, images timed, and this process's user and system seconds and minor page faults
-    over the timed batches (system time is mostly page faults: drr/jobenv.py)."""
+    over the timed batches (system time is mostly page faults: drr/workflow/jobenv.py)."""
     fn(batch)  # warm-up
     sync(device)
     r0, t0, n = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0

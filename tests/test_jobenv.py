@@ -17,7 +17,7 @@ RETAIN = jobenv.RETAIN_FREED
 
 
 def test_the_workflow_default_is_off():
-    # about twice the peak memory (drr/jobenv.py): opt-in only
+    # about twice the peak memory (drr/workflow/jobenv.py): opt-in only
     assert yaml.safe_load((REPO / "configs/workflow.yaml").read_text())["glibc_tunables"] is None
 
 

@@ -1,6 +1,6 @@
 # Official releases (kakaobrain/rq-vae-transformer tarballs) that the import rules read: fetched
 # once per release folder, from the files in place, the tarball, a mirror or the URL, then checked
-# (drr/release.py). A local rule: compute nodes may have no internet, and the fetch is I/O.
+# (drr/workflow/release.py). A local rule: compute nodes may have no internet, and the fetch is I/O.
 
 
 rule fetch_release:

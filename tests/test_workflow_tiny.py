@@ -191,13 +191,14 @@ def test_tiny_workflow_builds_everything(workdir):
     assert "encode_codes" not in counts and "reference_stats" not in counts, counts
     experiment.write_text(FAST_TINY)
 
-    # one new T_draft value: only its cell (samples, metrics) and Figure 4(a) are planned
+    # one new T_draft value: only its cell (samples, metrics) and Figure 4(a) (its spec, then the
+    # figure) are planned
     studies = workdir / "configs/studies.yaml"
     studies.write_text(studies.read_text().replace("cells: [{t_draft: [4, 8]}]",
                                                    "cells: [{t_draft: [2, 8]}]"))
     counts = planned(workdir, "reports/fig4a.png")
     assert counts == {"generate_shard": 1, "merge_samples": 1, "compute_metrics": 1,
-                      "report_figure": 1, "total": 4}, counts
+                      "report_spec": 1, "report_figure": 1, "total": 5}, counts
 
     # killed while it generates that cell's shard: after --unlock the plain command finishes the work, and a
     # file left at the shard's path by the killed job is not taken for a finished one

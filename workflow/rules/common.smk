@@ -32,10 +32,9 @@ if _prefix is not None:
     shell.prefix(_prefix)
 
 
-# The `suite` parameter of the report rules (`--suite {params.suite:q}`): the suite, and with a
+# The `suite` parameter of rule report_spec (`--suite {params.suite:q}`): the suite, and with a
 # scale (workflow key `scale`: size overlays of configs/scales/<scale>/) [suite, "--scale", scale],
-# so that reports resolve the configs as the jobs did; without one the plain string, the value of
-# runs made before scales existed (a changed parameter would rerun them).
+# so that the reports' specs resolve the configs as the jobs did; without one the plain string.
 SUITE = config["suite"] if config.get("scale") is None else [config["suite"], "--scale", config["scale"]]
 
 # The interpreter running Snakemake runs the rules too (`make setup`'s .venv, or the conda env of

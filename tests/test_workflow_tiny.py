@@ -282,13 +282,14 @@ def test_step_a_training_setting_plans_that_model_and_what_is_built_on_it(built)
 
 @pytest.mark.slow
 def test_step_a_new_ablation_value_plans_only_its_cell_and_survives_a_kill(built):
-    """One new T_draft value: only its cell (samples, metrics) and Figure 4(a) are planned."""
+    """One new T_draft value: only its cell (samples, metrics) and Figure 4(a) (its spec, then the
+    figure) are planned."""
     studies = built / "configs/studies.yaml"
     studies.write_text(studies.read_text().replace("cells: [{t_draft: [4, 8]}]",
                                                    "cells: [{t_draft: [2, 8]}]"))
     counts = planned(built, "reports/fig4a.png")
     assert counts == {"generate_shard": 1, "merge_samples": 1, "compute_metrics": 1,
-                      "report_figure": 1, "total": 4}, counts
+                      "report_spec": 1, "report_figure": 1, "total": 5}, counts
     # killed while it generates that cell's shard: after --unlock the plain command finishes the
     # work, and a file left at the shard's path by the killed job is not taken for a finished one
     killed_then_rerun(built, "reports/fig4a.png", "results/samples/tiny/t_draft=2/shards/shard-00000")

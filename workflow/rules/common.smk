@@ -32,7 +32,7 @@ if _prefix is not None:
     shell.prefix(_prefix)
 
 
-# The `suite` parameter of rule report_spec (`--suite {params.suite:q}`): the suite, and with a
+# The `suite` parameter of the report_spec rule, passed as `--suite`. The suite, and with a
 # scale (workflow key `scale`: size overlays of configs/scales/<scale>/) [suite, "--scale", scale],
 # so that the reports' specs resolve the configs as the jobs did; without one the plain string.
 SUITE = config["suite"] if config.get("scale") is None else [config["suite"], "--scale", config["scale"]]

@@ -155,3 +155,21 @@ def test_the_schema_error_names_a_list_item_by_its_index(tmp_path):
     p = write(tmp_path, "tokenizer:\n  model:\n    ch_mult: [1, 0]\n")
     with pytest.raises(DrrError, match=r"exp.yaml: key 'tokenizer\.model\.ch_mult\[1\]': 0 is less than the minimum of 1"):
         load_config(p)
+
+
+@pytest.mark.parametrize("name", ["experiment", "workflow", "studies", "claims", "published"])
+def test_every_schema_is_a_valid_json_schema(name):
+    import jsonschema
+
+    from drr.core.config import load_schema
+    jsonschema.Draft202012Validator.check_schema(load_schema(name))
+
+
+def test_an_edited_file_is_read_again(tmp_path):
+    """read_yaml keeps parsed files by their text: an edit of the same size is seen at once."""
+    p = write(tmp_path, "seed: 1\n")
+    assert read_yaml(p) == {"seed": 1}
+    p.write_text("seed: 2\n")
+    assert read_yaml(p) == {"seed": 2}
+    read_yaml(p)["seed"] = 3  # a caller's change stays its own
+    assert read_yaml(p) == {"seed": 2}

@@ -59,6 +59,7 @@ SCHEMA = SCHEMAS / "experiment.schema.yaml"
 # A config is a page of settings; the largest shipped file is under 20 KB. The bound keeps a wrong
 # path (a data file, a device) from being read into memory before the parser refuses it.
 MAX_YAML_BYTES = 4 << 20
+CACHED_BYTES = 256 << 10  # files up to this size are kept parsed (read_yaml), by their text
 # The parser: libyaml's where PyYAML has it (it does in the locked environment), about 8x faster
 # than the pure-Python one, which matters because every Snakemake job parses the plan (some 40
 # config files for the paper suite) before it runs. The composer (events -> nodes) is PyYAML's
@@ -209,7 +210,9 @@ def _parsed(text: str, source: str) -> bytes:
 def read_yaml(path) -> dict:
     """A YAML file whose top level is a mapping (an empty file: {}), read strictly."""
     path = Path(path)
-    return pickle.loads(_parsed(read_text(path), str(path)))
+    text = read_text(path)
+    parsed = _parsed if len(text) <= CACHED_BYTES else _parsed.__wrapped__
+    return pickle.loads(parsed(text, str(path)))
 
 
 # -- JSON schemas (workflow/schemas/<name>.schema.yaml) -----------------------------------------

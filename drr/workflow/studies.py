@@ -61,7 +61,8 @@ class Cell:
 
 
 class Studies:
-    """configs/studies.yaml and the experiment configs it is applied to (read from `root`)."""
+    """configs/studies.yaml and the experiment configs it is applied to (read from `root`); also the
+    published numbers of its reports (`published`: configs/published.yaml, checked against it)."""
 
     def __init__(self, root=REPO, path: str = STUDIES_FILE, scale: str | None = None):
         self.root = Path(root)

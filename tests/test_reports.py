@@ -2,6 +2,7 @@
 scripts (drr.reports) on rows written by the metrics code's own writer; the tiny workflow builds them
 for real in tests/test_workflow_tiny.py."""
 
+import copy
 import json
 import re
 import shutil
@@ -361,7 +362,8 @@ def test_a_report_asked_for_a_run_not_among_its_inputs_fails_with_one_line(root)
 
 @pytest.mark.parametrize("key, value, message", [
     ("table3.layout", "rows", r"reports\.table3\.layout: 'rows' is not one of models, cells"),
-    ("table3.title", None, r"reports\.table3\.title: expected a non-empty string"),
+    ("table3.title", None, r"reports\.table3: missing field 'title'"),
+    ("table3.title", " ", r"reports\.table3\.title: expected a non-empty string"),
     ("table1.metrics", ["fid", "kid"], r"reports\.table1\.metrics: 'kid' is not one of"),
     ("tableA3.columns", [{"header": "S", "parameter": "strategy", "values": {"top-c": "Top-C"}}],
      r"reports\.tableA3\.columns\[0\]\.values: no text for strategy value 'top-c-50'"),
@@ -390,8 +392,9 @@ def add_report_by_data(root):
     editing configs only."""
     path = root / "configs/studies.yaml"
     doc = yaml.safe_load(path.read_text())
-    doc["reports"]["table4b"] = dict(doc["reports"]["table4"], title="Table 4b: FID and s/sample vs T_draft 4, 16",
-                                     cells=[{"t_draft": [4, 16]}])
+    # a deep copy: lists shared with table4 would be written as YAML anchors, which drr refuses
+    doc["reports"]["table4b"] = dict(copy.deepcopy(doc["reports"]["table4"]),
+                                     title="Table 4b: FID and s/sample vs T_draft 4, 16", cells=[{"t_draft": [4, 16]}])
     doc["reports"]["fig4d"] = {"title": "Figure 4(d): FID vs M", "experiment": "ablation",
                                "cells": [{"M": [1, 3]}],
                                "panels": [{"parameter": "M", "label": "M (revise passes)", "show": "fid"}]}

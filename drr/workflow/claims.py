@@ -172,7 +172,7 @@ def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
 
 def claims_hash(plan, claims_path=CLAIMS_FILE) -> str:
     """Rerun parameter of the rule: the claims file's content and the cells of the reports it names."""
-    text = (Path(plan.root) / claims_path).read_text()
+    text = (Path(plan.root) / claims_path).read_text(encoding="utf-8")
     return config_hash({"claims": hashlib.sha256(text.encode()).hexdigest(),
                         "cells": {r: [(c.experiment, c.name, c.values) for c in plan.cells(r)]
                                   for r in plan.reports}})

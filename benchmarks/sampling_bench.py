@@ -49,7 +49,7 @@ SMALL = ["tokenizer.model.ch=32", "tokenizer.model.ch_mult=[1, 2, 2]",
 
 
 def random_models(cfg, device):
-    from drr.sampling.images import Models
+    from drr.sampling.models import Models
     from drr.tokenizer.model import RQVAE, RQVAEConfig
     from drr.transformer.model import ContextualRQTransformer, TransformerConfig
 

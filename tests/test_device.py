@@ -113,9 +113,10 @@ def test_with_a_gpu_cuda_is_the_process_gpu_or_the_one_named(monkeypatch):
     assert dev_mod.job_device({"device": "cuda:1"}) == torch.device("cuda", 1)
 
 
-def test_training_sampling_and_metrics_pick_through_the_one_place(no_gpu, tmp_path):
+def test_training_and_the_metrics_pick_through_the_one_place(no_gpu, tmp_path):
     """A job whose config says `device: cuda` stops on a machine without a GPU: the training set-up
-    (before anything is written), the process group of data-parallel jobs, the metrics' networks."""
+    (before anything is written), the process group of data-parallel jobs, the metrics' networks
+    (sampling: tests/test_generate.py)."""
     from drr.core.training import start_run
     from drr.metrics import maths
     from drr.metrics.inception import InceptionFeatures

@@ -1,4 +1,5 @@
-"""Where a job computes and in what precision: the one place every stage picks its device.
+"""Where a job computes and in what precision: the one place training, sampling and the metrics
+pick their device (the code-map encoding and the model reports still choose their own).
 
 ``pick_device(setting)`` turns the config key ``device`` (or a ``--device`` option) into a
 torch.device:

@@ -1,7 +1,8 @@
 """Stage keys: the part of a resolved experiment config that can change the result of each stage.
 
 One definition, used everywhere a result is compared with the config that asks for it:
-`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys; its hash
+`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys (and less the
+`ADDED_KEYS` at the value results were made with before they existed); its hash
 (`stage_hash`) is the rerun parameter of every rule of the workflow (drr.workflow.plan, the rule
 files); `first_difference` is the training resume check (drr.core.training); the shard identity of
 drr.sampling.generate is the `samples` stage; the reference file name is the `reference` stage.
@@ -74,6 +75,15 @@ STAGES = {
 }
 
 
+# Keys added to configs/base.yaml after results had been made, each with the value that made those
+# results: at that value a stage config leaves the key out, so the stage hashes, and with them the
+# finished runs made before the key existed, stay as they were; any other value is hashed. Sampling
+# ran in fp32 before `sampling.precision` existed (a bf16 run hashes apart from an fp32 one); fp32
+# sampling on a CPU is the same bit for bit, on a GPU it now has TF32 matmuls (float rounding, as
+# another GPU model would change it).
+ADDED_KEYS = {"sampling.precision": "fp32"}
+
+
 # Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same
 # file share one tokenizer (one import, one set of code maps) whatever these say.
 IMPORT_UNUSED = ("tokenizer.train", "tokenizer.loss")
@@ -124,6 +134,9 @@ def stage_config(cfg: dict, stage: str) -> dict:
             _drop(out, key[1:])
     for key in NEUTRAL:
         if key not in keys:  # a stage that lists a neutral key by name keeps it (merge: grid_samples)
+            _drop(out, key)
+    for key, value in ADDED_KEYS.items():
+        if _get(out, key) == (True, value):
             _drop(out, key)
     if stage == "tokenizer" and _get(cfg, "tokenizer.checkpoint")[1]:
         for key in IMPORT_UNUSED:  # an imported tokenizer is the file's weights, not a training run

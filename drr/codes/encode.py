@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drr.codes.store import CodeMapWriter
+from drr.codes.store import CodeMapWriter, partial_folder
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.lock import hold
@@ -34,6 +34,7 @@ def encode_split(cfg: dict, tokenizer_path: Path, split: str, out: Path) -> Path
 
     if os.path.lexists(out):
         raise DrrError(f"{out}: already exists; remove it to rebuild the code map")
+    partial_folder(out)  # checked before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt, sha = load_tokenizer(tokenizer_path, device)
     mcfg = ckpt["model_config"]
@@ -42,7 +43,7 @@ def encode_split(cfg: dict, tokenizer_path: Path, split: str, out: Path) -> Path
         "code_shape": list(mcfg["code_shape"]), "codebook_size": mcfg["codebook_size"],
         "tokenizer": cfg["tokenizer"]["name"], "tokenizer_sha256": sha,
         "dataset": cfg["data"]["name"], "split": split, "num_rows": len(dataset),
-        "data": describe(cfg["data"], split), "provenance": provenance(cfg),
+        "data": describe(cfg["data"], split, dataset), "provenance": provenance(cfg),
     }
     ecfg = cfg["tokenizer"]["encode"]
     writer = CodeMapWriter(out, meta, ecfg["rows_per_shard"])

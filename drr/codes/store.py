@@ -57,6 +57,16 @@ def _schema(code_len: int, meta: dict) -> pa.Schema:
     )
 
 
+def partial_folder(folder) -> Path:
+    """``<folder>.partial``, where the shards of `folder` are written; DrrError if a link or a file
+    is at that name (the shards would be written elsewhere, or nowhere)."""
+    folder = Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise DrrError(f"{partial}: is not a folder (a link or a file); remove it")
+    return partial
+
+
 class CodeMapWriter:
     """Append batches of codes; one Parquet file per `rows_per_shard` rows.
 
@@ -68,9 +78,7 @@ class CodeMapWriter:
 
     def __init__(self, folder, meta: dict, rows_per_shard: int, row_group_size: int = 16384):
         self.folder = Path(folder)
-        self.partial = self.folder.with_name(self.folder.name + ".partial")
-        if self.partial.is_symlink() or (self.partial.exists() and not self.partial.is_dir()):
-            raise DrrError(f"{self.partial}: is not a folder (a link or a file); remove it")
+        self.partial = partial_folder(self.folder)
         self.partial.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         h, w, d = meta["code_shape"]

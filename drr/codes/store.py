@@ -241,8 +241,11 @@ def _check_values(path: Path, table: pa.Table, k: int) -> pa.Table:
                        f"values, not strings")
     ctype = table.schema.field("codes").type
     if not (pa.types.is_list(ctype) or pa.types.is_fixed_size_list(ctype)
-            or pa.types.is_large_list(ctype)) or not pa.types.is_integer(ctype.value_type):
-        raise DrrError(f"{path}: column 'codes' holds {ctype} values, not lists of integers")
+            or pa.types.is_large_list(ctype)):
+        raise DrrError(f"{path}: column 'codes' holds {ctype} values, not lists of codes")
+    if not pa.types.is_integer(ctype.value_type):
+        raise DrrError(f"{path}: column 'codes' holds {ctype.value_type} codes, not integers "
+                       f"(they would be truncated)")
     codes = table.column("codes")
     values = pc.list_flatten(codes)
     if codes.null_count or values.null_count:
@@ -281,11 +284,13 @@ class CodeMap:
             table = pa.concat_tables(tables)
         except pa.ArrowException as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DrrError(f"{self.folder}: the shards' columns differ in type ({first[:160]})") from None
+            raise DrrError(f"{self.folder}: the shards' columns differ in type "
+                           f"({first[:160]})") from None
         if len(table) == 0:
             raise DrrError(f"{self.folder}: holds no rows; encode the split again")
         col = table.column("codes").combine_chunks()
-        self.codes = col.flatten().cast(pa.int16()).to_numpy(zero_copy_only=False).reshape(len(col), h, w, d)
+        flat = col.flatten().cast(pa.int16())  # in range (checked): int16 whatever was stored
+        self.codes = flat.to_numpy(zero_copy_only=False).reshape(len(col), h, w, d)
         self.index = table.column("index").to_numpy()
         self.labels = table.column("label").to_numpy()
         self._captions = table.column("caption")

@@ -39,8 +39,9 @@ def load_tokenizer(path, device="cpu"):
     model, ckpt = checkpoint.load_model(
         path, KIND, "tokenizer checkpoint", lambda mc: RQVAE(RQVAEConfig(**mc)),
         "; import official checkpoints with python -m drr.tokenizer.import_official")
-    check_finite(model.state_dict().items(), path)
-    return model.to(device).eval(), ckpt, sha256_file(path)
+    model = model.to(device).eval()
+    check_finite(model.state_dict().items(), path)  # on the device: fast on a GPU
+    return model, ckpt, sha256_file(path)
 
 
 def check_finite(tensors, path, field: str = "state_dict") -> None:

@@ -37,6 +37,7 @@ def load_transformer(path, device="cpu"):
     path = Path(path)
     model, ckpt = checkpoint.load_model(path, KIND, "transformer checkpoint",
                                         lambda mc: build_transformer(TransformerConfig(**mc)))
-    check_finite(model.state_dict().items(), path)
+    model = model.to(device).eval()
+    check_finite(model.state_dict().items(), path)  # on the device: fast on a GPU
     model.has_null_condition = bool(ckpt.get("null_condition", True))
-    return model.to(device).eval(), ckpt, sha256_file(path)
+    return model, ckpt, sha256_file(path)

@@ -23,32 +23,21 @@ validate(config, "../schemas/workflow.schema.yaml")
 
 # A run on SLURM needs SLURM's client commands here: without them Snakemake's SLURM executor fails
 # every job after a minute, in some 60 lines that name one missing command. So a run whose
-# executor is slurm (--profile slurm, or --executor slurm; dry runs submit nothing and pass) stops
-# now with one line. Snakemake learns its executor plugin only after parsing the workflow, so the
-# executor is read from the command line Snakemake parsed (its args_to_api), where that is known.
+# executor is slurm (--profile slurm, or --executor slurm) stops before it submits anything, with
+# one line. Snakemake knows its executor once it runs the workflow, so the check is an onstart
+# handler (dry runs submit nothing and do not call it).
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol")
 
 
-def _snakemake_args():
-    frame = sys._getframe()
-    while frame is not None:
-        if frame.f_code.co_name == "args_to_api" and frame.f_globals.get("__name__") == "snakemake.cli":
-            return frame.f_locals.get("args")
-        frame = frame.f_back
-    return None
+onstart:
+    _missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if workflow.executor_plugin.name == "slurm" and _missing:
+        print(f"error: executor slurm: SLURM's {', '.join(_missing)} "
+              f"{'is' if len(_missing) == 1 else 'are'} not on the PATH; install SLURM's client "
+              f"commands ({', '.join(SLURM_COMMANDS)}: Debian/Ubuntu package slurm-client) or drop "
+              "--profile slurm (or --executor slurm) to run on this machine", file=sys.stderr)
+        sys.exit(2)
 
-
-_args = _snakemake_args()
-_executor = getattr(workflow.executor_plugin, "name", None) or getattr(_args, "executor", None)
-_missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
-if _executor == "slurm" and _missing and not getattr(_args, "dryrun", False):
-    _given = " ".join(f"--profile {p}" for p in getattr(_args, "profile", None) or []) \
-        or "--executor slurm"
-    print(f"error: {_given}: SLURM's {', '.join(_missing)} {'is' if len(_missing) == 1 else 'are'} "
-          f"not on the PATH; install SLURM's client commands ({', '.join(SLURM_COMMANDS)}: "
-          f"Debian/Ubuntu package slurm-client) or drop {_given} to run on this machine",
-          file=sys.stderr)
-    sys.exit(2)
 
 # The jobs' environment: with the workflow key glibc_tunables set (drr/workflow/jobenv.py; null by
 # default), every job's shell exports GLIBC_TUNABLES first (a value the user exported is kept), so

@@ -22,6 +22,9 @@ Contextual RQ-Transformer (``context``, ``depth_step``, ``depth_logits``, ``code
   it: their held-out chain-rule NLL (drr/transformer/likelihood.py) and their samples' exact NLL lie
   much closer to H(p) than a uniform model's.
 
+Counting the exact model's context calls also pins the sampler's cost: T_draft + M·T_revise
+spatial forwards a sample, linear in T_draft (what the paper's Table 4 times rest on).
+
 The samples' mean exact NLL is a cross-entropy E_q[-log p(S)]: it equals H(p) when q = p, and a
 sampler with incoherent maps (low p) gives more. It can also fall below H(p) when q concentrates on
 likely maps (a low temperature), so every run here samples at temperature 1.
@@ -135,11 +138,13 @@ class ExactModel(nn.Module):
         self.register_buffer("code_emb", torch.eye(K, dtype=torch.float64))
         self.register_buffer("prototypes", torch.from_numpy(mixture.prototypes))  # (C, N, D)
         self.log_keep, self.log_other = float(mixture.log_keep), float(mixture.log_other)
+        self.forward_rows: list[int] = []   # rows of each context call, in order
 
     def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(cond)  # unconditional: guidance changes nothing
 
     def context(self, codes: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor):
+        self.forward_rows.append(len(codes))  # one spatial forward of a real model, for counting
         match = (codes[:, None] == self.prototypes[None]).all(-1)  # (B, C, N)
         keep, other = (torch.tensor(v, dtype=torch.float64) for v in (self.log_keep, self.log_other))
         ll = torch.where(match, keep, other) * (~mask)[:, None]      # visible positions only
@@ -234,6 +239,22 @@ def test_revising_improves_drafts_made_in_two_steps():
     revised_excess, _ = within(nll_revised)
     assert draft_excess > 5.0                                # measured: ~16 nats
     assert abs(revised_excess) < draft_excess / 3, (revised_excess, draft_excess)
+
+
+def test_sampling_cost_is_linear_in_t_draft():
+    """What Table 4's times rest on, as a property of the code: a sample costs T_draft + M·T_revise
+    spatial forwards, each over B rows, or 2B in a guided phase (conditional and null rows)."""
+    model = ExactModel(MIX)
+    b, m, t_revise = 3, 2, 2
+    guided = PhaseSettings(temperature=0.8, guidance=1.8)
+    for strategy in ("random", "top-c"):
+        for t_draft in (2, 4, 8, 16):
+            model.forward_rows.clear()
+            settings = DecodeSettings(t_draft=t_draft, t_revise=t_revise, revise_iterations=m,
+                                      strategy=strategy, draft=PhaseSettings(), revise=guided)
+            draft_and_revise(model, torch.zeros(b, 1, dtype=torch.long), settings,
+                             sample_seeds(0, range(b)))
+            assert model.forward_rows == [b] * t_draft + [2 * b] * (m * t_revise), (strategy, t_draft)
 
 
 # -- small trained models --------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """The likelihood both RQ-Transformers share (drr/transformer/likelihood.py): the contextual model's
 chain rule in random orders against a brute-force computation and against normalisation over every
 code map of a toy model; the AR model's raster chain rule against its teacher-forced loss and
-normalisation; the summary and the transformer report that carry them."""
+normalisation; the summary and the transformer report that carry them, and what its settings rerun."""
 
 import itertools
 import json
 import math
 
+import plan_jobs
 import pytest
 import torch
+import yaml
 from transformer_fixtures import make_tokenizer_and_codes, tiny_config
+from workflow_fixtures import copy_workflow
 
 from drr.codes.store import open_code_map
 from drr.core.config import save_config
@@ -25,6 +28,7 @@ from drr.transformer.likelihood import (
 )
 from drr.transformer.model import TransformerConfig
 from drr.transformer.train import evaluate_nll, train
+from drr.workflow.plan import Plan
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -188,3 +192,20 @@ def test_the_transformer_report_gives_the_chain_rule_nll(tmp_path, kind):
                                ckpt, codes, None)
     assert none["chain_rule_nll"] is None
     assert "not computed" in report_mod.markdown(none, None)
+
+
+def test_the_chain_rule_settings_rerun_that_report_and_nothing_else(tmp_path):
+    """transformer.report is in the transformer_report stage keys: changing it plans that model's
+    report again, and no training, sampling or other report."""
+    root = copy_workflow(tmp_path)
+
+    def plan():
+        wf = yaml.safe_load((root / "configs/workflow.yaml").read_text())
+        return Plan(root, dict(wf, suite="tiny"))
+
+    before = plan_jobs.jobs(plan())
+    path = root / "configs/experiments/tiny.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc.setdefault("transformer", {})["report"] = {"chain_rule_maps": 10, "chain_rule_orders": 3}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert plan_jobs.rebuilt(before, plan()) == {"transformer_report:tiny"}

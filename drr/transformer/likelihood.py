@@ -14,7 +14,8 @@ for several random orders per map. q_π is a normalised distribution over code m
 (tests/test_likelihood.py sums it over all maps of a toy model), so -log q_π(S) is a likelihood in
 the same units as the AR model's; a model whose conditionals were consistent would give the same
 value in every order, so the spread across orders measures how far the contextual model is from one
-joint distribution. With ``steps`` = T < N the positions are dealt to T parts of the order and each
+joint distribution. The sampler draws from the mixture of the q_π over uniform orders; the mean of
+-log q_π(S) over orders bounds that mixture's NLL from above (Jensen). With ``steps`` = T < N the positions are dealt to T parts of the order and each
 part is scored given the earlier ones only: the likelihood of a T-step draft with that partition.
 
 Cost: N spatial forwards per (map, order) for the contextual model (a bidirectional transformer

@@ -94,6 +94,7 @@ class Assumptions:
     cpu_efficiency: float = 0.5         # a job's CPU work on its c cores: c x this machine's one-core rate x this
     io_bytes_per_s: float = 200e6       # one job's read or write rate on the shared file system
     download_bytes_per_s: float = 20e6  # fetching a release tarball
+    start_hours: float = 0.05           # a GPU job's start: Python, CUDA, loading its models (3 minutes)
     bpe_bytes_per_caption: float = 200  # host bytes a caption takes in the BPE trainer (text, words, pair counts)
     bpe_captions_per_s: float = 2e4     # BPE training throughput (the tokenizers library, several threads)
     paper_days: float = 10.0            # paper App. A.3: at most 10 days on 8 A100s per model
@@ -831,18 +832,21 @@ def sample_flops(cfg: dict) -> float:
     return draft + revise
 
 
-def weight_reads(cfg: dict, params: int, precision: str) -> float:
-    """Bytes of weights read by one sample's forwards (each forward reads every weight once; the
-    batch shares the reads)."""
+def weight_reads(cfg: dict, precision: str) -> float:
+    """Bytes of weights one batch reads for one sample's worth of forwards: each spatial forward
+    reads the spatial blocks (12 d^2 each), each depth step the depth blocks and the head (d K);
+    the batch shares the reads. Contextual: T_draft + M T_revise steps of one spatial forward and D
+    depth steps; AR: N spatial steps of one token, N D depth steps."""
     from drr.transformer.model import TransformerConfig
     s, c = cfg["sampling"], TransformerConfig.from_experiment(cfg)
-    n = c.num_positions
-    per_weight = 2 if precision == "bf16" else 4
+    n, d = c.num_positions, c.d_model
+    spatial, depth = 12 * d * d * c.n_spatial, 12 * d * d * c.n_depth + d * c.codebook_size
     if c.kind == "ar":
-        forwards = n * (1 + c.depth)  # a spatial step per position, D depth steps each
+        reads = n * spatial + n * c.depth * depth
     else:
-        forwards = min(s["t_draft"], n) * (1 + c.depth) + s["revise_iterations"] * min(s["t_revise"], n) * (1 + c.depth)
-    return forwards * params * per_weight
+        steps = min(s["t_draft"], n) + s["revise_iterations"] * min(s["t_revise"], n)
+        reads = steps * (spatial + c.depth * depth)
+    return reads * (2 if precision == "bf16" else 4)
 
 
 class Model:
@@ -878,13 +882,12 @@ class Model:
     def host_gpu_job(self, extra: float = 0.0, workers: int = 0) -> float:
         return self.base + self.a.host_cuda + workers * self.a.worker + extra
 
-    def sample_seconds(self, cfg: dict, name: str) -> float:
+    def sample_seconds(self, cfg: dict) -> float:
         """GPU seconds per sample at generation.batch_size: transformer forwards (compute or weight
         reads, whichever is slower) and the tokenizer decoding its images (drafts too when kept)."""
         precision = sampling_precision(cfg)
-        params = self.m.parameters[name]
         compute = self.gpu_seconds(sample_flops(cfg), "bf16" if precision == "bf16" else "fp32")
-        reads = weight_reads(cfg, params, precision) / cfg["generation"]["batch_size"] / self.a.hbm_bytes_per_s
+        reads = weight_reads(cfg, precision) / cfg["generation"]["batch_size"] / self.a.hbm_bytes_per_s
         images = 2 if cfg["generation"]["save_drafts"] else 1
         decode = images * self.gpu_seconds(self.flops_per_image("decode", cfg), "tf32_conv")
         return max(compute, reads) + decode
@@ -905,6 +908,8 @@ class Model:
         params = self.m.parameters[name]
         weights = params * (6 if sampling_precision(cfg) == "bf16" else 4)
         tokens = c.cond_length + c.num_positions
+        # 2 x batch rows (guidance): about 8 d-wide fp32 tensors live in a block (qkv, MLP), and at
+        # most every position's logits
         acts = 2 * batch * tokens * c.d_model * 4 * 8 + 2 * batch * c.num_positions * c.codebook_size * 4
         decode = self.m.inference_bytes("decode", _arch(cfg), cfg["data"]["resolution"], DECODE_CHUNK)
         return self.gpu_total(weights + acts + decode)
@@ -1048,27 +1053,33 @@ class Model:
         return self._train(job, req, max(req.gpus, 1))
 
     def _report_transformer(self, job, req):
+        """Held-out NLL (drr.transformer.report): up to 10,000 eval code maps, conditional and
+        null-conditional, forward only in fp32 at batch 256; the logits of the scored codes dominate
+        the GPU memory (float32, about three copies through the cross-entropy)."""
         cfg = self.cfg(job)
         from drr.transformer.model import TransformerConfig
         c = TransformerConfig.from_experiment(cfg)
         step = self.m.transformer_step(self.group[job.experiment], c.n_spatial, c.n_depth)
-        maps = min(cfg["transformer"]["train"]["eval_maps"], split_images(cfg, cfg["data"]["eval_split"]))
-        seconds = self.gpu_seconds(maps * 8 * step["flops_per_sample"] / 3, "fp32")  # 8 mask ratios, forward only
+        maps = min(10_000, split_images(cfg, cfg["data"]["eval_split"]))
+        seconds = self.gpu_seconds(2 * maps * step["flops_per_sample"] / 3, "fp32")
         params = self.m.parameters[job.experiment]
-        return Estimate(self.host_gpu_job(params * 4), self.gpu_total(params * 4 + 256 * step["saved_bytes_per_sample"] / 3),
-                        seconds / 3600 + 0.05, seconds / 3600 + 0.05)
+        scored = (c.num_positions if c.kind == "ar" else round(2 * c.num_positions / math.pi)) * c.depth
+        logits = 256 * scored * c.codebook_size * 4 * 3
+        hours = seconds / 3600 + self.a.start_hours
+        return Estimate(self.host_gpu_job(params * 4), self.gpu_total(params * 4 + logits), hours, hours,
+                        note=f"{maps:,} held-out code maps")
 
     def _generate_shard(self, job, req):
         cfg = self.cfg(job)
         from drr.sampling.generate import shard_range
         start, stop = shard_range(cfg, job.info["shard"])
         n = stop - start
-        seconds = n * self.sample_seconds(cfg, job.experiment)
+        seconds = n * self.sample_seconds(cfg)
         images = 2 if cfg["generation"]["save_drafts"] else 1
         res = cfg["data"]["resolution"]
         arrays = n * res * res * 3 * images
         params = self.m.parameters[job.experiment]
-        hours = seconds / 3600 + 0.05  # + loading the models
+        hours = seconds / 3600 + self.a.start_hours
         return Estimate(self.host_gpu_job(2 * arrays + params * 4), self.sampling_gpu(cfg, job.experiment,
                                                                                      cfg["generation"]["batch_size"]),
                         hours, hours, disk=arrays,
@@ -1089,17 +1100,17 @@ class Model:
         gen = cfg["generation"]
         n = (gen["speed_batches"] + 1) * gen["speed_batch_size"]
         c = dict(cfg, generation=dict(gen, save_drafts=False))
-        seconds = n * self.sample_seconds(c, job.experiment)
+        seconds = n * self.sample_seconds(c)
         params = self.m.parameters[job.experiment]
-        hours = seconds / 3600 + 0.05
+        hours = seconds / 3600 + self.a.start_hours
         return Estimate(self.host_gpu_job(params * 4), self.sampling_gpu(cfg, job.experiment, gen["speed_batch_size"]),
                         hours, hours, note=f"{n:,} samples, transformer in {sampling_precision(cfg)}")
 
     def _pictures(self, job, samples: int) -> Estimate:
         cfg = self.cfg(job)
-        seconds = samples * self.sample_seconds(cfg, job.experiment)
+        seconds = samples * self.sample_seconds(cfg)
         params = self.m.parameters[job.experiment]
-        hours = seconds / 3600 + 0.05
+        hours = seconds / 3600 + self.a.start_hours
         return Estimate(self.host_gpu_job(params * 4), self.sampling_gpu(cfg, job.experiment, min(samples, 100)),
                         hours, hours, note=f"about {samples} samples")
 
@@ -1158,7 +1169,7 @@ class Row:
     disk: float                 # summed over the rule's jobs
     request: Request
     worst: str                  # the job with the least margin
-    margins: dict               # host, gpu, time: request / prediction of the tightest job (None: unlimited)
+    margins: dict               # host, gpu, time: the least request / prediction over the jobs (None: no limit)
     note: str = ""
 
     @property
@@ -1181,22 +1192,24 @@ def table(plan, measured: Measured, assumptions: Assumptions = Assumptions(),
         by_rule.setdefault(job.rule, []).append((job, req, model.estimate(job, req)))
     rows = []
     for rule, items in by_rule.items():
-        tight, worst = None, None
+        margins, worst, low = {"host": None, "gpu": None, "time": None}, items[0], math.inf
         for job, req, est in items:
-            mins = None if req.total_minutes is None else req.total_minutes
             m = {"host": _margin(req.mem, est.host),
                  "gpu": _margin(assumptions.gpu_memory if req.gpus else None, est.gpu),
-                 "time": _margin(mins, est.hours * 60)}
+                 "time": _margin(req.total_minutes, est.hours * 60)}
             if req.gpus == 0 and est.gpu is not None and not req.local:
                 m["gpu"] = 0.0  # needs a GPU that the rule does not ask for
-            low = min((v for v in m.values() if v is not None), default=math.inf)
-            if tight is None or low < tight[0]:
-                tight, worst = (low, m), (job, req, est)
+            for k, v in m.items():
+                if v is not None and (margins[k] is None or v < margins[k]):
+                    margins[k] = v
+            least = min((v for v in m.values() if v is not None), default=math.inf)
+            if least < low:
+                low, worst = least, (job, req, est)
         job, req, est = worst
         rows.append(Row(rule, len(items), max(e.host for _, _, e in items),
                         max((e.gpu for _, _, e in items if e.gpu is not None), default=None),
                         max(e.hours for _, _, e in items), sum(e.gpu_hours for _, _, e in items),
-                        sum(e.disk for _, _, e in items), req, job.what, tight[1], est.note))
+                        sum(e.disk for _, _, e in items), req, job.what, margins, est.note))
     return rows
 
 
@@ -1236,20 +1249,19 @@ def render(plan, rows: list[Row], measured: Measured, assumptions: Assumptions, 
         for row in [head] + body:
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     total = sum(r.gpu_hours for r in rows)
-    half = sum(r.gpu_hours for r in rows if r.request.gpus) + total  # GPU time doubles at half the efficiency
     disk = sum(r.disk for r in rows)
     from drr.core.provenance import git_commit
     out = [f"Suite {plan.suite_name}: {sum(r.jobs for r in rows)} jobs, predicted for {a.gpu} "
            f"(assumptions below) at commit {git_commit()[:12]}, from per-unit costs measured on "
            f"{measured.machine}, {measured.date}.", ""]
     out += lines
-    out += ["", f"GPU-hours of the suite: {total:,.0f} (at half the assumed GPU efficiencies: {half:,.0f}).",
+    out += ["", f"GPU-hours of the suite: {total:,.0f} (at half the assumed GPU efficiencies: {2 * total:,.0f}).",
             f"Disk the suite's results take: {disk / 1e12:,.2f} TB (samples and their shards, checkpoints "
             f"with their resumable states, code maps, features, releases)."]
     out += ["", "Columns: host / GPU GiB: the largest job's predicted peak (GPU: per GPU); hours: the "
             "longest job (all requeues); GPU-h: summed over the rule's jobs; asks: the rule's request "
-            "(time: hours per job x jobs the requeues allow); margin: request / prediction of the "
-            "tightest job (below 1: does not fit)."]
+            "(time: hours per job x jobs the requeues allow); margin: request / prediction, the least "
+            "over the rule's jobs (below 1: does not fit)."]
     notes = [f"- {r.rule} ({r.worst}): {r.note}" for r in rows if r.note]
     if notes:
         out += ["", "Largest or tightest job of each rule:"] + notes

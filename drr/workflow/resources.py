@@ -1281,7 +1281,7 @@ def render(plan, rows: list[Row], measured: Measured, assumptions: Assumptions, 
         if k.endswith("_flops"):
             v = f"{v / 1e12:g} TFLOP/s"
         elif k.endswith("_per_s") and "bytes" in k:
-            v = f"{v / 1e6:g} MB/s"
+            v = f"{v / 1e9:g} GB/s" if v >= 1e9 else f"{v / 1e6:g} MB/s"
         elif isinstance(v, float) and v >= GiB / 8:
             v = f"{v / GiB:g} GiB"
         out.append(f"- {k} = {v}")

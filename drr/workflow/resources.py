@@ -1252,7 +1252,7 @@ def render(plan, rows: list[Row], measured: Measured, assumptions: Assumptions, 
     disk = sum(r.disk for r in rows)
     from drr.core.provenance import git_commit
     out = [f"Suite {plan.suite_name}: {sum(r.jobs for r in rows)} jobs, predicted for {a.gpu} "
-           f"(assumptions below) at commit {git_commit()[:12]}, from per-unit costs measured on "
+           f"(Assumptions of drr.workflow.resources) at commit {git_commit()[:12]}, from per-unit costs measured on "
            f"{measured.machine}, {measured.date}.", ""]
     out += lines
     out += ["", f"GPU-hours of the suite: {total:,.0f} (at half the assumed GPU efficiencies: {2 * total:,.0f}).",

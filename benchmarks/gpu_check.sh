@@ -70,7 +70,7 @@ step() {
 
 PY_STEP=("$PY" benchmarks/gpu_check.py)
 # seconds per step; the tiny mode's are generous: it runs on a shared CPU in tests
-if [[ $TINY == 1 ]]; then LIMITS=(300 600 300 300 300 300); else LIMITS=(60 240 240 210 90 60); fi
+if [[ $TINY == 1 ]]; then LIMITS=(300 600 300 300 300 300); else LIMITS=(60 240 300 180 90 60); fi
 i=0
 for name in device train-loop train-1400m sample-821m inception decode; do
   step "$name" "${LIMITS[$i]}" "${PY_STEP[@]}" "$name" --out "$OUT_DIR" "${TINY_FLAG[@]}"

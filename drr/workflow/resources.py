@@ -18,10 +18,12 @@ How the predictions are made:
   reference sizes), activation bytes and FLOPs per pixel of a trained tokenizer at two
   resolutions (saved tensors and torch's FLOP counter over one real training step), peak RSS per
   pixel of tokenizer encoding / decoding and of the Inception network at two sizes, activation
-  bytes per sample of each transformer at one and two spatial and depth blocks (bf16 autocast),
+  bytes and FLOPs per sample of each transformer's training step at one and two spatial blocks
+  (bf16 autocast; a depth block costs the same per token, checked with two depth blocks),
   parameter counts (drr.transformer.build.count_parameters), peak RSS per parameter byte of an
-  official-checkpoint import at two model sizes, and the one-core float64 GEMM rate, sort rate and
-  JPEG decode rate.
+  official-checkpoint import at two model sizes, and the one-core float64 GEMM rate and JPEG
+  decode rate. The probes run in one subprocess, forked once per probe, and take a few
+  minutes.
 - **The model** scales each per-unit cost to the job's sizes: memory linear in samples, pixels,
   batch and parameters; GPU time from FLOPs at the A100 rates and efficiencies of `Assumptions`
   (stated, not measured: no GPU has run drr); CPU time from the measured one-core rates times
@@ -239,27 +241,21 @@ def probe_import(d_model: int) -> dict:
 
 
 def probe_rates() -> dict:
-    """One-core rates of this machine: float64 GEMM FLOP/s, torch sort (seconds per element and
-    log2 of the row length) and JPEG decoding with the datasets' resize and crop to 256 px."""
+    """One-core rates of this machine: float64 GEMM FLOP/s, and JPEG decoding with the datasets'
+    resize and crop to 256 px (images/s)."""
     import io
 
     import numpy as np
-    import torch
     from PIL import Image
 
     from drr.data.transforms import resize_center_crop, to_rgb
 
-    torch.set_num_threads(1)
     a = np.random.default_rng(0).normal(size=(1024, 1024))
     a @ a
     t0 = time.perf_counter()
     for _ in range(4):
         a @ a
     gemm = 4 * 2 * 1024 ** 3 / (time.perf_counter() - t0)
-    x = torch.rand(1024, 4096)
-    t0 = time.perf_counter()
-    torch.sort(x, dim=1)
-    sort = (time.perf_counter() - t0) / (x.numel() * math.log2(x.shape[1]))
     # an ImageNet-sized photograph (500 x 375, the set's most common size): smooth content, quality 90
     yy, xx = np.mgrid[0:375, 0:500]
     img = np.stack([np.sin(xx / 17.0 + c) * np.cos(yy / 23.0 - c) for c in range(3)], -1)
@@ -271,8 +267,7 @@ def probe_rates() -> dict:
     while time.perf_counter() - t0 < 1.0:
         resize_center_crop(to_rgb(Image.open(io.BytesIO(data))), 256)
         k += 1
-    return {"gemm_f64_flops": gemm, "sort_s_per_element_log2": sort,
-            "jpeg_per_s": k / (time.perf_counter() - t0), "jpeg_bytes": len(data)}
+    return {"gemm_f64_flops": gemm, "jpeg_per_s": k / (time.perf_counter() - t0), "jpeg_bytes": len(data)}
 
 
 def _saved_tensor_bytes(params):

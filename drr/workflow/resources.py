@@ -1251,7 +1251,8 @@ def render(plan, rows: list[Row], measured: Measured, assumptions: Assumptions, 
            f"{measured.machine}, {measured.date}.", ""]
     out += lines
     out += ["", f"GPU-hours of the suite: {total:,.0f} (at half the assumed GPU efficiencies: {2 * total:,.0f}).",
-            f"Disk the suite's results take: {disk / 1e12:,.2f} TB (samples and their shards, checkpoints "
+            f"Disk the suite's results take: "
+            f"{f'{disk / 1e12:,.2f} TB' if disk >= 1e11 else f'{disk / 1e9:,.1f} GB'} (samples and their shards, checkpoints "
             f"with their resumable states, code maps, features, releases)."]
     out += ["", "Columns: host / GPU GiB: the largest job's predicted peak (GPU: per GPU); hours: the "
             "longest job (all requeues); GPU-h: summed over the rule's jobs; asks: the rule's request "

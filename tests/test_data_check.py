@@ -1,6 +1,8 @@
 """drr.data.check: a missing or mis-laid ImageNet / CC-3M is one line naming the folder, the layout
-and the setting, when the workflow is parsed; the tiny suite's Fashion-MNIST is left alone."""
+and the setting, when the workflow plans a job that reads it (and only then: a target that needs no
+CC-3M runs without it); the tiny suite's Fashion-MNIST is left alone."""
 
+import shutil
 import subprocess
 
 import pytest
@@ -67,6 +69,13 @@ def test_cc3m_without_shards(tmp_path):
     assert "no images" in error_of(cfg_at(CC3M, tmp_path))
 
 
+def test_only_the_named_splits_are_looked_at(tmp_path):
+    touch(tmp_path / "train" / "n01" / "a.JPEG")          # no val/ split
+    check(cfg_at(IMAGENET, tmp_path), "x.yaml", ["train"])
+    with pytest.raises(DrrError, match="split folder val/ not found"):
+        check(cfg_at(IMAGENET, tmp_path), "x.yaml", ["val"])
+
+
 def test_cc3m_in_either_img2dataset_format_passes(tmp_path):
     touch(tmp_path / "train" / "00000" / "000000000.jpg")
     touch(tmp_path / "val" / "00000.tar")
@@ -79,11 +88,45 @@ def test_the_tiny_suite_is_not_checked():
           "tiny.yaml")
 
 
-def test_the_workflow_stops_at_parse_time_with_the_line(tmp_path):
+def test_the_workflow_stops_before_any_job_with_the_line(tmp_path):
     cwd = copy_workflow(tmp_path)   # no data in place
     run = subprocess.run([*SNAKEMAKE, "reports/table1.md", "--dry-run", "--config", "suite=paper"],
                          cwd=cwd, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     lines = [line for line in (run.stdout + run.stderr).splitlines() if "data.root data/" in line]
     assert len(lines) == 1 and "folder not found" in lines[0], run.stderr[-2000:]
+    assert not (cwd / "results").exists()
+
+
+def dry_run(cwd, target):
+    """`snakemake -n --profile slurm TARGET`, the users' command (the profile selects suite=paper)."""
+    return subprocess.run([*SNAKEMAKE, "-n", "--profile", "slurm", target], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_table1_needs_no_cc3m_and_table2_does(tmp_path):
+    cwd = copy_workflow(tmp_path, official_standins=True)
+    shutil.rmtree(cwd / "data" / "cc3m")
+    run = dry_run(cwd, "reports/table1.md")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "data/cc3m" not in run.stdout + run.stderr
+    planned = run.stdout + run.stderr
+    assert "rule encode_codes:" in planned and "rule reference_stats:" in planned  # ImageNet's, checked
+    run = dry_run(cwd, "reports/table2.md")    # the CC-3M models' table still stops, with the line
+    assert run.returncode != 0
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "data.root data/cc3m" in line]
+    assert len(lines) == 1 and "folder not found" in lines[0], run.stderr[-3000:]
+    assert "configs/experiments/cc3m-crq-" in lines[0]
+    assert not (cwd / "results").exists()
+
+
+def test_a_missing_imagenet_still_stops_table1_before_any_job(tmp_path):
+    cwd = copy_workflow(tmp_path, official_standins=True)
+    shutil.rmtree(cwd / "data" / "imagenet")
+    run = dry_run(cwd, "reports/table1.md")
+    assert run.returncode != 0
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "data.root data/" in line]
+    assert len(lines) == 1, run.stderr[-3000:]
+    assert "data.root data/imagenet: folder not found" in lines[0]
+    assert "set data.root in configs/experiments/in256-" in lines[0]
     assert not (cwd / "results").exists()

@@ -1,9 +1,11 @@
 """The data of an experiment checked up front: is it where `data.root` says, in the layout drr reads?
 
-The workflow calls `check` for each experiment of its suite when it is parsed
-(workflow/rules/common.smk), so a missing or mis-laid dataset is one line before any job starts,
-not an error in the first encoding job hours later. It looks at a few directory entries of each
-split folder (`LOOK`), never walks the dataset: ImageNet's train split has a million files.
+The workflow calls `check` when it plans a job that reads images (training or reporting a tokenizer,
+encoding code maps, reference statistics; workflow/rules/common.smk), for that job's experiment and
+split only. So a missing or mis-laid dataset is one line before any job is submitted, not an error
+in the first encoding job hours later, and a dataset that the requested targets never read (CC-3M
+for Table 1) need not be there. It looks at a few directory entries of each split folder (`LOOK`),
+never walks the dataset: ImageNet's train split has a million files.
 
     imagenet  <data.root>/<split>/<wnid>/<file>.JPEG     (drr.data.imagenet)
     cc3m      <data.root>/<split>/00000/<key>.jpg + <key>.txt, or <data.root>/<split>/*.tar
@@ -71,9 +73,10 @@ def splits(cfg: dict) -> list[str]:
     return list(dict.fromkeys([d["train_split"], d["eval_split"], cfg["metrics"]["reference_split"]]))
 
 
-def check(cfg: dict, source) -> None:
+def check(cfg: dict, source, only: list[str] | None = None) -> None:
     """DrrError naming `source` (the experiment file), the folder, the expected layout and the
-    setting to change, when `cfg`'s dataset is not in place; nothing for datasets checked elsewhere."""
+    setting to change, when `cfg`'s dataset is not in place; nothing for datasets checked elsewhere.
+    `only`: the splits to look at (default: every split the experiment reads, `splits`)."""
     name = cfg["data"]["name"]
     if name not in LAYOUTS:
         return
@@ -84,21 +87,10 @@ def check(cfg: dict, source) -> None:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DrrError(f"{source}: data.root {root}: folder not found; {hint}")
-    for split in splits(cfg):
+    for split in (splits(cfg) if only is None else only):
         split_dir = root / split
         if not split_dir.is_dir():
             raise DrrError(f"{source}: data.root {root}: split folder {split}/ not found; {hint}")
         problem = (_imagenet_problem if name == "imagenet" else _cc3m_problem)(split_dir)
         if problem:
             raise DrrError(f"{source}: data.root {root}: {problem}; {hint}")
-
-
-def check_all(experiments: dict[str, dict], file_of) -> None:
-    """`check` each experiment (name -> resolved config), once per distinct data section."""
-    done = set()
-    for name in sorted(experiments):
-        cfg = experiments[name]
-        key = (repr(sorted(cfg["data"].items())), cfg["metrics"]["reference_split"])
-        if key not in done:
-            check(cfg, file_of(name))
-            done.add(key)

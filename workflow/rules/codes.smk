@@ -5,6 +5,7 @@
 rule encode_codes:
     input:
         tokenizer="results/tokenizers/{tokenizer}/checkpoint.pt",
+        data=codes_data,
     output:
         directory("results/codes/{tokenizer}/{dataset}/{split}"),
     log:

@@ -66,12 +66,6 @@ except DrrError as e:
     raise WorkflowError(str(e))
 for _cfg in PLAN.experiments.values():
     validate(_cfg, "../schemas/experiment.schema.yaml")
-# The suite's data, checked now (a few directory entries each): a missing dataset is one line here,
-# not a failed job later. The tiny suite's Fashion-MNIST is found or downloaded by its jobs.
-try:
-    drr.data.check.check_all(PLAN.experiments, PLAN.experiment_file)
-except DrrError as e:
-    raise WorkflowError(str(e))
 one_of = drr.workflow.plan.one_of
 
 # Every wildcard matches only what the plan can make (no path separators, spaces or shell syntax).
@@ -131,6 +125,33 @@ def option(flag, name):
 
 def text_condition_args(w, input):
     return ["--text-tokenizer", input.text, "--captions", input.captions] if "text" in input.keys() else []
+
+
+def data_in_place(experiment, split):
+    """An input function naming no file, for the rules whose jobs read images: when Snakemake plans
+    such a job it checks that job's split of its experiment's data (drr.data.check, a few directory
+    entries), so a missing dataset is one line before any job is submitted, and only data that the
+    requested targets read is checked (Table 1 needs no CC-3M). `experiment(w)` and `split(w, cfg)`
+    name them from the wildcards. The tiny suite's Fashion-MNIST is found or downloaded by its jobs."""
+    def check(w):
+        name = experiment(w)
+        cfg = PLAN.experiments[name]
+        try:
+            drr.data.check.check(cfg, PLAN.experiment_file(name), [split(w, cfg)])
+        except DrrError as e:
+            raise WorkflowError(str(e))
+        return []
+    return check
+
+
+def tokenizer_data(key):
+    """data_in_place for the `key` split (train_split, eval_split) of the tokenizer's experiment."""
+    return data_in_place(lambda w: PLAN.tokenizer_of[w.tokenizer], lambda w, cfg: cfg["data"][key])
+
+
+codes_data = data_in_place(lambda w: PLAN.tokenizer_of[w.tokenizer], lambda w, cfg: w.split)
+reference_data = data_in_place(lambda w: PLAN.reference_experiment[w.reference],
+                               lambda w, cfg: cfg["metrics"]["reference_split"])
 
 
 def report_inputs(w):

@@ -26,6 +26,7 @@ localrules:
 rule reference_stats:
     input:
         manifest=lambda w: PLAN.weights_manifest(PLAN.reference_experiment[w.reference]),
+        data=reference_data,
     output:
         "results/reference/{reference}.npz",
     log:

@@ -3,6 +3,8 @@
 
 
 rule train_tokenizer:
+    input:
+        data=tokenizer_data("train_split"),
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
     log:
@@ -41,6 +43,7 @@ rule import_tokenizer:
 rule report_tokenizer:
     input:
         unpack(lambda w: PLAN.tokenizer_report_inputs(w.tokenizer)),
+        data=tokenizer_data("eval_split"),
     output:
         json="results/tokenizers/{tokenizer}/report.json",
         markdown="reports/tokenizers/{tokenizer}.md",

@@ -118,7 +118,10 @@ def test_stage_hashes_are_those_recorded_before_the_configs_were_shared():
     scale), recorded from the experiment files as they were before the ImageNet and CC-3M ones moved
     their shared settings into configs/shared/ (`extends`), then re-recorded once for the paper
     experiments' sampling stages (samples, merge, speed, pictures) when they took `sampling.precision:
-    bf16`, which changes their samples by design. Equal hashes: no result reruns."""
+    bf16`, which changes their samples by design, and for their data stages when they took
+    `data.max_images: null` (every image, not base.yaml's first 20,000), and for every transformer
+    report when it took the chain-rule likelihood (`transformer.report`). Equal hashes: no result
+    reruns."""
     import json
 
     from drr.core.stages import STAGES, stage_hash

@@ -25,10 +25,13 @@ NEUTRAL = {
     "data.cache_dir": "where downloads are kept",
     "data.download": "whether a missing dataset may be downloaded (checked against sha256 sums)",
     "tokenizer.train.checkpoint_every": "how often state is saved; a resumed run continues bit for bit",
+    "tokenizer.train.checkpoint_minutes": "how often (wall time) state is saved; a resumed run continues "
+                                          "bit for bit",
     "tokenizer.train.log_every": "how often metrics are logged",
     "tokenizer.train.num_workers": "loader processes; data order is batch_indices(seed, step), no augmentation",
     "tokenizer.encode.batch_size": "the encoder is per-image (GroupNorm, eval mode)",
     "transformer.train.checkpoint_every": "how often state is saved",
+    "transformer.train.checkpoint_minutes": "how often (wall time) state is saved",
     "transformer.train.log_every": "how often metrics are logged",
     "transformer.train.compile": "torch.compile runs the same model",
     "transformer.train.eval_every": "held-out NLL during training: no gradients, its own mask generator, "

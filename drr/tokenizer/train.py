@@ -25,10 +25,11 @@ from drr.core.errors import DrrError, user_errors
 from drr.core.lock import hold, is_rank0
 from drr.core.progress import Progress
 from drr.core.training import (
+    Checkpoints,
     MetricsLog,
     StepBatchSampler,
     StopSignal,
-    checkpoint_or_stop,
+    check_finite,
     gather_rng_states,
     save_run_config,
     start_run,
@@ -88,6 +89,8 @@ def train(cfg: dict, out: Path) -> Path:
                              "disc": loss_fn.disc.state_dict() if opt_d else None,
                              "opt_d": opt_d.state_dict() if opt_d else None, "rng": rng,
                              "config": cfg}, checkpoint.state_path(run_dir))
+    saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
+                        save_state, main, saved_step=step if state_file is not None else None)
 
     model.train()
     t_log, n_log = time.monotonic(), 0
@@ -100,9 +103,7 @@ def train(cfg: dict, out: Path) -> Path:
             recon, commitment, codes = ddp(x)
             loss, parts = loss_fn.generator_loss(x, recon.float(), commitment, step,
                                                  model.get_last_layer())
-        if not torch.isfinite(loss):
-            raise DrrError(f"non-finite loss {loss.item()} at step {step}; the last good state is "
-                           f"{checkpoint.state_path(run_dir)}")
+        check_finite(loss, step, rank, world, device, run_dir)  # a collective, before DDP's one
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg["grad_clip"] is not None:
@@ -128,11 +129,10 @@ def train(cfg: dict, out: Path) -> Path:
                       images_per_s=n_log / max(now - t_log, 1e-9), codes_used_in_batch=used,
                       **{k: float(v) for k, v in parts.items()})
             t_log, n_log = now, 0
-        checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
+        saves.after_step(step)
     stop.restore()
 
-    if step % tcfg["checkpoint_every"]:
-        save_state()  # a collective: every process takes part
+    saves.finish(step)  # a collective: every process takes part
     if main:
         save_tokenizer(model, cfg, out, trained_steps=step)
         print(f"wrote {out}", file=sys.stderr)

@@ -1,10 +1,11 @@
 """Stage keys: the part of a resolved experiment config that can change the result of each stage.
 
 One definition, used everywhere a result is compared with the config that asks for it:
-`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys; its hash
-(`stage_hash`) is the rerun parameter of every rule of the workflow (drr.workflow.plan, the rule
-files); `first_difference` is the training resume check (drr.core.training); the shard identity of
-drr.sampling.generate is the `samples` stage; the reference file name is the `reference` stage.
+`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys (and the
+`OMITTED_WHEN_NULL` keys while null); its hash (`stage_hash`) is the rerun parameter of every rule
+of the workflow (drr.workflow.plan, the rule files); `first_difference` is the training resume
+check (drr.core.training); the shard identity of drr.sampling.generate is the `samples` stage; the
+reference file name is the `reference` stage.
 
 Inputs (files a rule reads: checkpoints, code maps, samples) are tracked by Snakemake itself, so a
 stage's config lists only what the stage reads from the config beyond its input files: the
@@ -42,12 +43,22 @@ NEUTRAL = {
     "transformer.train.snapshot_every": "copies of the weights kept during training; no random stream "
                                         "or weight changes (tests/test_transformer_train.py)",
     "transformer.launch": "where and how long training runs (SLURM settings, submitit)",
+    "tokenizer.launch": "where and how long tokenizer training runs (as transformer.launch)",
     "generation.batch_size": "samples decoded together; sample i depends on (seed, i) only "
                              "(tests/test_generate.py: the same samples at batch 1, 3, 8); the speed "
                              "measurement has its own generation.speed_batch_size",
     "generation.grid_samples": "samples in the PNG grid (merge stage only: the `merge` stage keeps it)",
     "generation.speed_batches": "how many batches the speed measurement averages over",
     "metrics.batch_size": "Inception is per-image; the feature cache key (drr.metrics.score) omits it",
+}
+
+
+# Keys left out of a stage's config while null: null does what the stage did before the key
+# existed, so results made before it keep their stage hash; any value is part of the hash.
+OMITTED_WHEN_NULL = {
+    "tokenizer.train.micro_batch_size": "null: each process's share in one pass; micro-batches change "
+                                        "VQGAN's adaptive weight (per micro-batch) when the "
+                                        "discriminator is on, and rounding otherwise",
 }
 
 
@@ -127,6 +138,10 @@ def stage_config(cfg: dict, stage: str) -> dict:
             _drop(out, key[1:])
     for key in NEUTRAL:
         if key not in keys:  # a stage that lists a neutral key by name keeps it (merge: grid_samples)
+            _drop(out, key)
+    for key in OMITTED_WHEN_NULL:
+        found, value = _get(out, key)
+        if found and value is None:
             _drop(out, key)
     if stage == "tokenizer" and _get(cfg, "tokenizer.checkpoint")[1]:
         for key in IMPORT_UNUSED:  # an imported tokenizer is the file's weights, not a training run

@@ -1,6 +1,9 @@
 """Tokenizer training: resume from the saved state gives the same weights as an uninterrupted run;
-a bad config is a one-line error naming file and key; LPIPS without weights says what to set."""
+a bad config is a one-line error naming file and key; LPIPS reads the VGG16 the workflow placed,
+never downloads; micro-batches give the whole batch's gradients; submitted as several processes
+through submitit, a job told its time is up saves, requeues and finishes."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -254,3 +257,56 @@ def test_the_paper_vq_tokenizer_is_submitted_and_its_lpips_weights_placed_first(
     assert vq == {"lpips_weights": 1, "submit_tokenizer": 1, "total": 2}
     tiny = planned_jobs(cwd, "results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt")
     assert tiny == {"train_tokenizer": 1, "total": 1}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(p.name))
+    return out
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST (Debian dataset-fashion-mnist) not installed")
+def test_a_submitted_job_told_its_time_is_up_saves_requeues_and_finishes(tmp_path, monkeypatch):
+    """Both processes of a submitted tokenizer job get SIGUSR2 mid-run, as from SLURM before the
+    time limit: they save at one step, submitit requeues the job (TrainJob.checkpoint), and the
+    requeued job resumes from that step and finishes; every step is logged once."""
+    import signal
+    import time
+
+    from drr.core.cli import config_parser, resolve
+    from drr.core.launch import make_executor
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    steps = 12
+    args = config_parser("x").parse_args(cfg_args(tmp_path, steps) + [
+        "--set", "tokenizer.launch.executor=local", "--set", "tokenizer.launch.gpus_per_node=2",
+        "--set", "tokenizer.launch.timeout_min=10"])
+    cfg = resolve(args)
+    out = tmp_path / "run" / "checkpoint.pt"
+    executor = make_executor(cfg["tokenizer"]["launch"], tmp_path / "submitit" / "%j", "test")
+    job = executor.submit(tokenizer_train.TrainJob(cfg, out))
+    metrics = out.parent / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert not job.done(), job.stderr()
+        time.sleep(0.1)
+    tasks = _children(job._process.pid)
+    assert len(tasks) == 2
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)
+    assert job.results()[0] == str(out)
+    log0 = next((tmp_path / "submitit").glob("*/*_0_log.err")).read_text()
+    stopped = int(log0.split("stopping on SIGUSR2 at step ")[1].split(";")[0])
+    assert 3 <= stopped < steps
+    assert f"resuming from {checkpoint.state_path(out.parent)} at step {stopped}" in log0
+    assert "requeueing; the requeued job resumes from" in log0
+    logged = [int(line.split('"step": ')[1].split(",")[0]) for line in metrics.read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))
+    assert torch.load(out, weights_only=False)["provenance"]["trained_steps"] == steps

@@ -34,7 +34,7 @@ from drr.core.config import load_config  # noqa: E402
 
 
 def random_models(cfg, device):
-    from drr.sampling.images import Models
+    from drr.sampling.models import Models
     from drr.tokenizer.model import RQVAE, RQVAEConfig
     from drr.transformer.build import build_transformer
     from drr.transformer.model import TransformerConfig

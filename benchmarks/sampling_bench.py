@@ -4,13 +4,14 @@
     python benchmarks/sampling_bench.py --batches 2 --t-draft 8 32 64 --skip-memory
     python benchmarks/sampling_bench.py --experiment small --cpu-t-draft 8 64 --strategy random top-c \
         --batches 1 --skip-memory                       # the small suite's cells, on a CPU
+    python benchmarks/sampling_bench.py --precision fp32 bf16 --skip-memory   # bf16 against fp32
 
 1. Speed of the tiny experiment (configs/experiments/tiny.yaml: 8x8x4 codes, 32 px; or
    --experiment small) with random weights (speed does not depend on them) at the paper's
    settings: T_draft from the config (or each --cpu-t-draft), T_revise 2, M 2, guidance in the
-   revise phase, the config's UPDATE rule (or each --strategy), batch 100; fp32, split into draft
-   / revise / decode (drr.sampling.speed.measure: one warm-up batch, then --batches timed
-   batches).
+   revise phase, the config's UPDATE rule (or each --strategy), batch 100; fp32 (or each
+   --precision), split into draft / revise / decode (drr.sampling.speed.measure: one warm-up
+   batch, then --batches timed batches, timed at the sampler's phase hook).
 2. With CUDA: the same for configs/experiments/in256-crq-821m.yaml (random weights, bf16 autocast
    for the transformer, fp32 tokenizer decode at 256 px) for each --t-draft (Table 4's rows: 8,
    32, 64), with the peak CUDA memory.
@@ -49,7 +50,7 @@ SMALL = ["tokenizer.model.ch=32", "tokenizer.model.ch_mult=[1, 2, 2]",
 
 
 def random_models(cfg, device):
-    from drr.sampling.images import Models
+    from drr.sampling.models import Models
     from drr.tokenizer.model import RQVAE, RQVAEConfig
     from drr.transformer.model import ContextualRQTransformer, TransformerConfig
 
@@ -70,7 +71,7 @@ def speed(name, cfg, models, precision, device):
           f"+ revise {rec['s_per_sample_revise']:.4f} + decode {rec['s_per_sample_decode']:.4f} "
           f"| T_draft {s['t_draft']}, T_revise {s['t_revise']}, M {s['revise_iterations']}, "
           f"guidance {s['guidance_scale']} in {s['guidance_in']}, batch {rec['batch_size']} x "
-          f"{rec['timed_batches']}, {precision}, {rec['transformer_parameters'] / 1e6:.1f}M params, "
+          f"{rec['timed_batches']}, {rec['precision']}, {rec['transformer_parameters'] / 1e6:.1f}M params, "
           f"{rec['device']}, torch {rec['torch']}"
           + (f", peak CUDA memory {mem / 2**30:.2f} GiB" if mem is not None else ""), flush=True)
     return rec
@@ -149,6 +150,8 @@ def main():
     p.add_argument("--strategy", nargs="+", default=[None],
                    help="draft-phase UPDATE rules of the CPU-size runs: random top-c top-c-50 "
                         "(default: the experiment's)")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16"),
+                   help="sampling.precision of the CPU-size runs (default: fp32)")
     p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
@@ -163,10 +166,12 @@ def main():
         models = random_models(load_config(path, paper), device)
         for t in args.cpu_t_draft:
             for strategy in args.strategy:
-                cell = {k: v for k, v in (("t_draft", t), ("strategy", strategy)) if v is not None}
-                cfg = load_config(path, paper, {"sampling": cell})
-                label = "".join(f", {k} {v}" for k, v in cell.items())
-                speed(f"{args.experiment} (random weights){label}", cfg, models, "fp32", device)
+                for precision in args.precision:
+                    cell = {k: v for k, v in (("t_draft", t), ("strategy", strategy)) if v is not None}
+                    cfg = load_config(path, paper, {"sampling": cell})
+                    label = "".join(f", {k} {v}" for k, v in cell.items())
+                    speed(f"{args.experiment} (random weights){label}", cfg, models, precision,
+                          device)
     if torch.cuda.is_available():
         cfg = load_config(REPO / "configs/experiments/in256-crq-821m.yaml", paper)
         models = random_models(cfg, device)

@@ -130,6 +130,26 @@ def test_samples_do_not_depend_on_batch_size_and_follow_the_seed():
     assert not torch.equal(together, other)
 
 
+def test_the_sampler_entry_point_samples_an_ar_model_in_raster_order():
+    """drr.sampling.sampler dispatches on the model's kind: raster order for 'ar' (no draft), for
+    generation and inpainting, with the phase hook called when sampling ends; the settings come
+    from sampling.ar."""
+    from drr.sampling import sampler
+    model = small()
+    _, cond = random_inputs(model, b=3)
+    settings, seeds, phases = ARSettings(temperature=0.9), sample_seeds(2, range(3)), []
+    codes, draft = sampler.sample_codes(model, cond, settings, seeds, on_phase=phases.append)
+    assert draft is None and phases == ["ar"]
+    assert torch.equal(codes, sample_raster(model, cond, settings, seeds))
+    region = torch.zeros(3, 9, dtype=torch.bool)
+    region[:, 4:] = True
+    init = torch.zeros(3, 9, 3, dtype=torch.long)
+    assert torch.equal(sampler.inpaint_codes(model, init, region, cond, settings, seeds),
+                       sample_raster(model, cond, settings, seeds, region=region, init_codes=init))
+    cfg = tiny_config(*AR, "sampling.ar.top_k=[4, 8]")
+    assert sampler.sampling_settings(cfg) == ARSettings(temperature=1.0, top_k=[4, 8])
+
+
 def test_top_k_1_per_depth_is_greedy_at_that_depth():
     model = small()
     _, cond = random_inputs(model, b=2)
@@ -336,6 +356,8 @@ def test_generate_speed_and_inpaint_run_with_kind_ar(trained, tmp_path):
     assert sp["model_kind"] == "ar" and sp["s_per_sample_ar"] > 0 and sp["s_per_sample_decode"] > 0
     assert sp["s_per_sample_draft"] is None and sp["s_per_sample_revise"] is None
     assert sp["s_per_sample"] == pytest.approx(sp["s_per_sample_ar"] + sp["s_per_sample_decode"])
+    assert sp["precision"] == "fp32" and {p: len(t) for p, t in sp["batch_seconds"].items()} == {
+        "ar": 1, "decode": 1}
 
     png = tmp_path / "inpaint.png"
     rec = inpaint_mod.run(trained["cfg"], trained["tok"], trained["model"], trained["codes"], png,

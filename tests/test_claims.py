@@ -1,5 +1,6 @@
-"""drr.reports.claims: verdicts with known answers on synthetic replicates, the claims report from fixture
-metrics rows and speed files, bad claims files, and the `claims` rule's dry-run plan."""
+"""drr.reports.claims: verdicts with known answers on synthetic replicates, the claims report from its
+spec (drr.workflow.report_spec) and fixture metrics rows and speed files, bad claims files, and the
+`claims` rule's dry-run plan."""
 
 import json
 import math
@@ -12,7 +13,9 @@ import pytest
 from drr.core.errors import DrrError
 from drr.metrics.score import ROW_FIELDS, read_rows, write_rows
 from drr.reports import claims as C
+from drr.reports.results import read_spec
 from drr.workflow import claims as W
+from drr.workflow import report_spec as RS
 from drr.workflow.plan import Plan
 from drr.workflow.studies import Studies, read_yaml
 
@@ -156,19 +159,28 @@ def metrics_row(experiment, variant, phase, n, point: dict, seed: int) -> dict:
     return row
 
 
-@pytest.fixture(scope="module")
-def suite_files(tmp_path_factory):
-    """Every file the claims read on suite small, except the AR model's metrics row."""
-    root = tmp_path_factory.mktemp("claims")
-    shutil.copytree(REPO / "configs", root / "configs")
+def small_plan(root):
     wf = read_yaml(root / "configs/workflow.yaml")
     wf["suite"] = "small"
-    plan = Plan(root, wf)
+    return Plan(root, wf)
+
+
+@pytest.fixture(scope="module")
+def suite_files(tmp_path_factory):
+    """The claims' spec (given["spec"]) and every file the claims read on suite small (paths
+    relative to root, as the rule gives them), except the AR model's metrics row."""
+    root = tmp_path_factory.mktemp("claims")
+    shutil.copytree(REPO / "configs", root / "configs")
+    plan = small_plan(root)
     studies = Studies(root)
     inputs = W.claims_inputs(plan)
-    given = {"metrics": [], "speed": []}
+    spec = root / RS.spec_file("claims")
+    RS.main(["--suite", "small", "--report", "claims", "--out", str(spec), "--root", str(root)])
+    run_of = {f: (r["experiment"], r["variant"]) for r in read_spec(spec, ("claims",))["runs"]
+              for f in (r["metrics"], r["speed"]) if f}
+    given = {"metrics": [], "speed": [], "spec": str(spec)}
     for i, f in enumerate(inputs["metrics"]):
-        exp, var = C.run_file(f, "metrics")
+        exp, var = run_of[f]
         if exp == "small-ar":
             continue                                     # left out: its claims read n/a
         n = 5000 if var == "default" else 1000
@@ -177,9 +189,9 @@ def suite_files(tmp_path_factory):
         path = root / f
         path.parent.mkdir(parents=True, exist_ok=True)
         write_rows([metrics_row(exp, var, p, n, values[p], 100 * i + j) for j, p in enumerate(phases)], path)
-        given["metrics"].append(str(path))
+        given["metrics"].append(f)
     for i, f in enumerate(inputs["speed"]):
-        exp, var = C.run_file(f, "speed")
+        exp, var = run_of[f]
         t = 64 if exp.endswith("-ar") else {**DEFAULTS, **studies.parse_cell(var)}["t_draft"]
         per = batches(0.01 + 0.001 * t, seed=i)           # AR: as slow as T_draft 64
         rec = {"s_per_sample": float(per.mean()), "batch_size": 100, "timed_batches": 3,
@@ -188,8 +200,15 @@ def suite_files(tmp_path_factory):
         path = root / f
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec))
-        given["speed"].append(str(path))
+        given["speed"].append(f)
     return root, given, inputs
+
+
+def build(root, given, metrics=None, speed=None):
+    """The claims report of the fixture's spec from these files (default: those given)."""
+    spec = read_spec(given["spec"], ("claims",))
+    return C.build(spec, given["metrics"] if metrics is None else metrics,
+                   given["speed"] if speed is None else speed, root)
 
 
 def verdicts(md: str) -> dict:
@@ -203,7 +222,12 @@ def verdicts(md: str) -> dict:
 
 
 def test_the_claims_inputs_are_the_cells_of_the_reports_they_name(suite_files):
-    _, _, inputs = suite_files
+    _, given, inputs = suite_files
+    spec = read_spec(given["spec"], ("claims",))  # the spec names the same files, run by run
+    assert sorted(r["metrics"] for r in spec["runs"] if r["metrics"]) == sorted(inputs["metrics"])
+    assert sorted(r["speed"] for r in spec["runs"] if r["speed"]) == sorted(inputs["speed"])
+    trend = next(e for e in spec["claims"] if e["name"] == "draft_fid_improves_with_t_draft")
+    assert [c["x"] for c in trend["cells"]] == [4, 8, 16, 32, 64]      # typed values, in order
     assert len(inputs["metrics"]) == 21                 # 19 ablation cells + small and small-ar defaults
     assert "results/metrics/small-ar/default.parquet" in inputs["metrics"]
     assert "results/metrics/small/t_draft=64+strategy=top-c-50.parquet" in inputs["metrics"]
@@ -219,8 +243,8 @@ def test_the_claims_inputs_are_the_cells_of_the_reports_they_name(suite_files):
 def test_the_report_computes_the_known_verdicts(suite_files, tmp_path):
     root, given, _ = suite_files
     out = tmp_path / "claims.md"
-    C.main(["--metrics", *given["metrics"], "--speed", *given["speed"], "--claims",
-            str(root / "configs/claims.yaml"), "--suite", "small", "--root", str(root), "--out", str(out)])
+    C.main(["--spec", given["spec"], "--metrics", *given["metrics"], "--speed", *given["speed"],
+            "--root", str(root), "--out", str(out)])
     md = out.read_text()
     v = verdicts(md)
     assert len(v) == len(read_yaml(root / "configs/claims.yaml")["claims"])
@@ -253,7 +277,7 @@ def test_rows_with_other_keys_are_differenced_unpaired_and_said_so(suite_files, 
     row = metrics_row("small-ar", "default", "revised", 5000, fixture_values({}, "small-ar")["revised"], 7)
     row["boot_key"] = "another-key"
     write_rows([row], ar)
-    md = C.build("small", [*given["metrics"], str(ar)], given["speed"], root / "configs/claims.yaml", root)
+    md = build(root, given, metrics=[*given["metrics"], str(ar)])  # found by its rows' columns
     section = md.split("## contextual_beats_ar_fid_precision")[1].split("## ")[0]
     assert "unpaired (independent replicates)" in section
     assert verdicts(md)["contextual_beats_ar_fid_precision"] == "reproduced"   # FID 20 vs 30, precision 0.6 vs 0.5
@@ -284,8 +308,19 @@ def test_bad_claims_files_are_one_line_errors_naming_file_and_key(tmp_path):
         with pytest.raises(DrrError, match=message) as e:
             W.load_claims(path, studies)
         assert "\n" not in str(e.value)
-    with pytest.raises(DrrError, match=r"--metrics results/x.csv: expected results/metrics/"):
-        C.run_file("results/x.csv", "metrics")
+
+
+def test_inputs_that_are_no_run_of_the_spec_are_one_line_errors(suite_files, tmp_path):
+    root, given, _ = suite_files
+    stray = tmp_path / "results/metrics/small/t_draft=5.parquet"
+    stray.parent.mkdir(parents=True)
+    write_rows([metrics_row("small", "t_draft=5", "revised", 1000, {"fid": 1.0}, 3)], stray)
+    with pytest.raises(DrrError, match=r"t_draft=5.parquet: fields 'experiment', 'variant': a row of "
+                                       r"small/t_draft=5, which is not a run of the claims spec") as e:
+        build(root, given, metrics=[*given["metrics"], str(stray)])
+    assert "\n" not in str(e.value)
+    with pytest.raises(DrrError, match=r"--speed results/x.json: not the speed file of a run of the claims spec"):
+        build(root, given, speed=[*given["speed"], "results/x.json"])
 
 
 def test_a_cell_selector_matching_no_cell_names_the_claim(suite_files, tmp_path):
@@ -297,7 +332,7 @@ def test_a_cell_selector_matching_no_cell_names_the_claim(suite_files, tmp_path)
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(DrrError, match=r"claims.contextual_faster_than_ar: cell t_draft=9 matches 0 cells "
                                        r"of report table4"):
-        C.build("small", given["metrics"], given["speed"], path, root)
+        RS.claims_spec(small_plan(root), path)  # when the plan writes the spec, before any report
 
 
 def test_dry_run_of_the_claims_target_plans_its_cells(tmp_path):
@@ -323,12 +358,13 @@ def test_editing_the_claims_file_changes_the_rules_hash(suite_files):
     plan = Plan(root, wf)
     path = root / "configs/claims.yaml"
     before, text = W.claims_hash(plan), path.read_text()
+    spec_before = RS.spec_hash(plan, "claims")  # the rerun parameter of the claims' spec job
     try:
         path.write_text(text.replace("better: lower", "better: higher", 1))
-        assert W.claims_hash(plan) != before
+        assert W.claims_hash(plan) != before and RS.spec_hash(plan, "claims") != spec_before
     finally:
         path.write_text(text)
-    assert W.claims_hash(plan) == before
+    assert W.claims_hash(plan) == before and RS.spec_hash(plan, "claims") == spec_before
 
 
 def test_unreadable_inputs_are_one_line_errors_naming_the_file(suite_files, tmp_path):
@@ -338,11 +374,10 @@ def test_unreadable_inputs_are_one_line_errors_naming_the_file(suite_files, tmp_
     bad.write_text("not parquet")
     metrics = [f for f in given["metrics"] if not f.endswith("small/base.parquet")] + [str(bad)]
     with pytest.raises(DrrError, match=r"base.parquet: not a metrics file") as e:
-        C.build("small", metrics, given["speed"], root / "configs/claims.yaml", root)
+        build(root, given, metrics=metrics)
     assert "\n" not in str(e.value)
-    sp = tmp_path / "results/speed/small/base.json"
-    sp.parent.mkdir(parents=True)
-    sp.write_text("{")
-    speed = [f for f in given["speed"] if not f.endswith("small/base.json")] + [str(sp)]
+    # a speed file is the run's whose file the spec names so: a copy of the results with one broken
+    shutil.copytree(root / "results", tmp_path / "copy/results")
+    (tmp_path / "copy/results/speed/small/base.json").write_text("{")
     with pytest.raises(DrrError, match=r"base.json: not a speed file"):
-        C.build("small", given["metrics"], speed, root / "configs/claims.yaml", root)
+        build(tmp_path / "copy", given)

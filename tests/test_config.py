@@ -76,11 +76,14 @@ def test_hash_changes_with_content_and_save_round_trip(tmp_path):
     assert config_hash(cfg) != h
 
 
-def _schema_keys(node, prefix=""):
+def _schema_keys(node, prefix="", schema=None):
+    schema = schema or node
     keys = set()
     for k, v in node.get("properties", {}).items():
+        if "$ref" in v:  # "#/$defs/<name>"
+            v = schema["$defs"][v["$ref"].rsplit("/", 1)[1]]
         keys.add(prefix + k)
-        keys |= _schema_keys(v, prefix + k + ".")
+        keys |= _schema_keys(v, prefix + k + ".", schema)
     return keys
 
 
@@ -108,3 +111,68 @@ def test_every_base_key_has_a_comment():
                          ids=lambda p: p.stem)
 def test_every_experiment_config_loads(path):
     load_config(path)
+
+
+def test_stage_hashes_are_those_recorded_before_the_configs_were_shared():
+    """tests/data/stage_hashes.json holds every stage hash of every experiment (and of the rehearsal
+    scale), recorded from the experiment files as they were before the ImageNet and CC-3M ones moved
+    their shared settings into configs/shared/ (`extends`), then re-recorded once for the paper
+    experiments' sampling stages (samples, merge, speed, pictures) when they took `sampling.precision:
+    bf16`, which changes their samples by design, and for the VQ experiment's tokenizer when it took
+    `tokenizer.train.micro_batch_size: 16`. Equal hashes: no result reruns."""
+    import json
+
+    from drr.core.stages import STAGES, stage_hash
+    from drr.workflow.studies import Studies
+
+    recorded = json.loads((REPO / "tests/data/stage_hashes.json").read_text())
+    studies = Studies(REPO, scale="rehearsal")
+    experiments = sorted(p.stem for p in (REPO / "configs/experiments").glob("*.yaml"))
+    assert sorted(k for k in recorded if "/" not in k) == experiments
+    for key, hashes in recorded.items():
+        scale, _, name = key.rpartition("/")
+        cfg = studies.config(name) if scale else load_config(REPO / f"configs/experiments/{name}.yaml")
+        assert set(hashes) == set(STAGES), key
+        for stage, h in hashes.items():
+            assert stage_hash(cfg, stage) == h, (key, stage)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")) + sorted((REPO / "workflow/schemas").glob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_yaml_file_reads_strictly(path):
+    """No anchors, aliases, duplicate keys or tags in a file the package ships (read_yaml refuses them)."""
+    assert isinstance(read_yaml(path), dict)
+
+
+def test_a_saved_config_with_a_repeated_value_reads_back(tmp_path):
+    """yaml.safe_dump writes a value that appears twice as an anchor and an alias; save_config
+    writes it out twice, so the strict reader takes its own output."""
+    cfg = load_config()
+    cfg["tokenizer"]["model"]["ch_mult"] = cfg["tokenizer"]["model"]["attn_resolutions"] = [1, 2]
+    save_config(cfg, tmp_path / "c.yaml")
+    assert "&" not in (tmp_path / "c.yaml").read_text()
+    assert read_yaml(tmp_path / "c.yaml")["tokenizer"]["model"]["attn_resolutions"] == [1, 2]
+
+
+def test_the_schema_error_names_a_list_item_by_its_index(tmp_path):
+    p = write(tmp_path, "tokenizer:\n  model:\n    ch_mult: [1, 0]\n")
+    with pytest.raises(DrrError, match=r"exp.yaml: key 'tokenizer\.model\.ch_mult\[1\]': 0 is less than the minimum of 1"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("name", ["experiment", "workflow", "studies", "claims", "published"])
+def test_every_schema_is_a_valid_json_schema(name):
+    import jsonschema
+
+    from drr.core.config import load_schema
+    jsonschema.Draft202012Validator.check_schema(load_schema(name))
+
+
+def test_an_edited_file_is_read_again(tmp_path):
+    """read_yaml keeps parsed files by their text: an edit of the same size is seen at once."""
+    p = write(tmp_path, "seed: 1\n")
+    assert read_yaml(p) == {"seed": 1}
+    p.write_text("seed: 2\n")
+    assert read_yaml(p) == {"seed": 2}
+    read_yaml(p)["seed"] = 3  # a caller's change stays its own
+    assert read_yaml(p) == {"seed": 2}

@@ -1,6 +1,8 @@
 """The package's layers, read from the imports: no import loop between modules, and no module
 imports a layer above its own (reports -> workflow -> sampling -> transformer -> text -> codes ->
-tokenizer -> metrics -> data -> core). Imports inside functions count the same as those at the top."""
+tokenizer -> metrics -> data -> core), and the reports import nothing of the workflow: a report reads
+its spec, which the plan writes, never the plan. Imports inside functions count the same as those at
+the top."""
 
 import ast
 import sys
@@ -53,6 +55,17 @@ def test_no_import_up_the_layers():
     assert up == []
 
 
+# Pairs (importer, imported) of layers kept apart although the order above would allow the import.
+APART = [("reports", "workflow")]
+
+
+def test_no_import_between_layers_kept_apart():
+    apart = [f"{m} -> {t}" for m, ts in graph().items() for t in ts
+             if layer(m) is not None and layer(t) is not None
+             and (LAYERS[layer(m)], LAYERS[layer(t)]) in APART]
+    assert apart == []
+
+
 def test_no_import_loop():
     g = graph()
     state: dict[str, int] = {}
@@ -75,11 +88,18 @@ def test_no_import_loop():
     assert loops == []
 
 
-@pytest.mark.parametrize("bad", ["drr.core.config -> drr.workflow.plan", "a loop"])
+@pytest.mark.parametrize("bad", ["drr.core.config -> drr.workflow.plan", "a loop",
+                                 "drr.reports.tables -> drr.workflow.plan"])
 def test_the_checks_see_a_violation(bad, monkeypatch):
-    """The checks are not vacuous: an upward import and a loop planted in the graph are found."""
+    """The checks are not vacuous: an upward import, a loop and a report importing the workflow,
+    planted in the graph, are found."""
     g = graph()
-    if bad == "a loop":
+    if bad.startswith("drr.reports"):
+        g["drr.reports.tables"] = g["drr.reports.tables"] | {"drr.workflow.plan"}
+        monkeypatch.setattr(sys.modules[__name__], "graph", lambda: g)
+        with pytest.raises(AssertionError):
+            test_no_import_between_layers_kept_apart()
+    elif bad == "a loop":
         g["drr.core.files"] = g["drr.core.files"] | {"drr.core.config"}
         monkeypatch.setattr(sys.modules[__name__], "graph", lambda: g)
         with pytest.raises(AssertionError):

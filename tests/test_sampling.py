@@ -189,6 +189,24 @@ def test_draft_starts_empty_and_each_revise_pass_touches_every_position_once():
     assert not torch.equal(revise[0], revise[3])  # a fresh partition each revise pass
 
 
+@pytest.mark.parametrize("m", [2, 0])
+def test_phase_hook_is_called_where_each_phase_ends_and_changes_no_code(m):
+    """on_phase (the speed measurement's clock) is called once the draft's T_draft steps are done
+    and once the M revise passes are (also for M = 0); the codes are those of a call without it."""
+    model = Recording(small_model())
+    s = settings(t_draft=4, t_revise=3, m=m)
+    cond, seeds = torch.tensor([[1], [4]]), sample_seeds(0, range(2))
+    events = []
+    codes, draft = draft_and_revise(
+        model, cond, s, seeds, return_draft=True,
+        on_phase=lambda phase: events.append((phase, len(model.contexts))),
+        on_pass=lambda i, c: events.append((f"pass {i}", len(model.contexts))))
+    assert events == ([("draft", 4), ("pass 0", 4)] + [(f"pass {i}", 4 + 3 * i) for i in range(1, m + 1)]
+                      + [("revise", 4 + 3 * m)])
+    plain, plain_draft = draft_and_revise(small_model(), cond, s, seeds, return_draft=True)
+    assert torch.equal(codes, plain) and torch.equal(draft, plain_draft)
+
+
 # -- per-sample randomness ---------------------------------------------------------------------
 @pytest.mark.parametrize("strategy,guidance_in", [("random", "revise"), ("top-c-50", "both"),
                                                   ("top-c", "none")])

@@ -10,6 +10,7 @@
     progress     progress lines with time left
     checkpoint   checkpoint files: atomic save, safe load
     lock         output locks of concurrent jobs, Snakemake session locks
+    device       where a job computes (config key `device`: a GPU or a clear stop) and its autocast
     distributed  torch.distributed set-up for multi-GPU jobs
     training     the training loop's shared helpers: resume state, logs, signals
     launch       submitit launch of training jobs on SLURM

@@ -1,4 +1,5 @@
-"""Argument handling shared by the `python -m drr...` entry points."""
+"""Argument handling shared by the `python -m drr...` entry points: --config layers and --set
+overrides, resolved by drr.core.config (errors: one line naming the file or --set, and the key)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from drr.core.config import load_config, override_from_dotted
 def config_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", action="append", required=True, metavar="YAML",
-                   help="experiment config (and ablation overrides, in order) on top of configs/base.yaml")
+                   help="experiment config (and ablation overrides, in order) on top of configs/base.yaml; "
+                        "a file's `extends:` is applied before it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key, e.g. --set tokenizer.train.steps=10 (value parsed as YAML)")
+                   help="override one key, e.g. --set tokenizer.train.steps=10 (the value read as YAML, "
+                        "as strictly as a config file: no tags, anchors or duplicate keys)")
     return p
 
 

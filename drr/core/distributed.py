@@ -12,17 +12,20 @@ import os
 import torch
 import torch.distributed as dist
 
+from drr.core.device import autocast, pick_device  # noqa: F401  (autocast: the training loops')
 
-def init() -> tuple[int, int, torch.device]:
-    """Initialise the process group if WORLD_SIZE > 1; return (rank, world_size, device)."""
+
+def init(device_setting: str | None = "auto") -> tuple[int, int, torch.device]:
+    """Initialise the process group if WORLD_SIZE > 1; return (rank, world_size, device).
+
+    The device is drr.core.device.pick_device(device_setting) (the config key `device`): GPU
+    LOCAL_RANK when there is CUDA, a one-line error for 'cuda' without it, else the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
+    device = pick_device(device_setting, index=local)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
                                 world_size=world)
@@ -48,12 +51,6 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return t
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA for precision 'auto'/'bf16'; a no-op context otherwise."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
 def all_max(values: list[float], device: torch.device) -> list[float]:

@@ -1,11 +1,11 @@
 """Stage keys: the part of a resolved experiment config that can change the result of each stage.
 
 One definition, used everywhere a result is compared with the config that asks for it:
-`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys (and the
-`OMITTED_WHEN_NULL` keys while null); its hash (`stage_hash`) is the rerun parameter of every rule
-of the workflow (drr.workflow.plan, the rule files); `first_difference` is the training resume
-check (drr.core.training); the shard identity of drr.sampling.generate is the `samples` stage; the
-reference file name is the `reference` stage.
+`stage_config(cfg, stage)` keeps the keys of `STAGES[stage]` less the `NEUTRAL` keys (and less the
+`ADDED_KEYS` at the value results were made with before they existed); its hash
+(`stage_hash`) is the rerun parameter of every rule of the workflow (drr.workflow.plan, the rule
+files); `first_difference` is the training resume check (drr.core.training); the shard identity of
+drr.sampling.generate is the `samples` stage; the reference file name is the `reference` stage.
 
 Inputs (files a rule reads: checkpoints, code maps, samples) are tracked by Snakemake itself, so a
 stage's config lists only what the stage reads from the config beyond its input files: the
@@ -53,15 +53,6 @@ NEUTRAL = {
 }
 
 
-# Keys left out of a stage's config while null: null does what the stage did before the key
-# existed, so results made before it keep their stage hash; any value is part of the hash.
-OMITTED_WHEN_NULL = {
-    "tokenizer.train.micro_batch_size": "null: each process's share in one pass; micro-batches change "
-                                        "VQGAN's adaptive weight (per micro-batch) when the "
-                                        "discriminator is on, and rounding otherwise",
-}
-
-
 # stage -> dotted config keys (subtrees) the stage's result depends on; `-key` removes a subtree.
 STAGES = {
     "tokenizer": ["seed", "data", "-data.eval_split", "tokenizer.name", "tokenizer.checkpoint",
@@ -86,6 +77,18 @@ STAGES = {
     "metrics": ["data.name", "data.resolution", "metrics"],
     "pictures": ["seed", "tokenizer.model", "transformer.model", "sampling", "data.eval_split"],
 }
+
+
+# Keys added to configs/base.yaml after results had been made, each with the value that made those
+# results: at that value a stage config leaves the key out, so the stage hashes, and with them the
+# finished runs made before the key existed, stay as they were; any other value is hashed. Sampling
+# ran in fp32 before `sampling.precision` existed (a bf16 run hashes apart from an fp32 one); fp32
+# sampling on a CPU is the same bit for bit, on a GPU it now has TF32 matmuls (float rounding, as
+# another GPU model would change it).
+# A tokenizer step ran each process's share in one pass before `tokenizer.train.micro_batch_size`
+# existed (null); micro-batches change VQGAN's adaptive weight (per micro-batch) when the
+# discriminator is on, and the rounding otherwise.
+ADDED_KEYS = {"sampling.precision": "fp32", "tokenizer.train.micro_batch_size": None}
 
 
 # Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same
@@ -139,9 +142,8 @@ def stage_config(cfg: dict, stage: str) -> dict:
     for key in NEUTRAL:
         if key not in keys:  # a stage that lists a neutral key by name keeps it (merge: grid_samples)
             _drop(out, key)
-    for key in OMITTED_WHEN_NULL:
-        found, value = _get(out, key)
-        if found and value is None:
+    for key, value in ADDED_KEYS.items():
+        if _get(out, key) == (True, value):
             _drop(out, key)
     if stage == "tokenizer" and _get(cfg, "tokenizer.checkpoint")[1]:
         for key in IMPORT_UNUSED:  # an imported tokenizer is the file's weights, not a training run

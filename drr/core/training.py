@@ -300,7 +300,7 @@ def start_run(cfg: dict, stage: str, out):
             raise DrrError(f"{state}: resumable state of a run with {diff}; it cannot continue under "
                            f"this config: delete {state.name} in that folder to train from scratch, "
                            "or give another --out")
-    rank, world, device = distributed.init()
+    rank, world, device = distributed.init(cfg["device"])
     batch = cfg[stage]["train"]["batch_size"]
     if batch % world:
         raise DrrError(f"{stage}.train.batch_size {batch} is not divisible by the {world} processes")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drr.core.device import pick_device
 from drr.core.errors import DrrError
 
 CLIP_DIR = "open_clip"
@@ -94,7 +95,7 @@ def load_clip(metrics_cfg: dict, device=None) -> tuple[Clip | None, str | None]:
     if path is None:
         return None, reason
     name = metrics_cfg["clip_model"]
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     try:
         model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=True,
                                        weights_only=not is_torchscript(path), device=dev)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from drr.core.checkpoint import load_file
+from drr.core.device import pick_device
 from drr.core.errors import DrrError
 
 CANONICAL_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's URL_INCEPTION_V3 basename
@@ -221,7 +222,7 @@ class InceptionFeatures:
     """
 
     def __init__(self, net, *, network: str, weights_path, weights_sha256: str, device=None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         # channels_last: ~1.4x faster convolutions on CPU (measured on 2 cores), the same features
         # to float rounding (max |diff| 5e-6 on pool features of magnitude 4)
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from drr.core.device import pick_device
 from drr.core.errors import DrrError
 
 IS_SPLITS = 10
@@ -166,7 +167,7 @@ def precision_recall(sample_feats: np.ndarray, ref_feats: np.ndarray | None, k: 
                         f"{len(sample_feats)} and {len(ref_feats)}")
     from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     gen = torch.from_numpy(np.asarray(sample_feats, np.float32)).to(dev)
     real = torch.from_numpy(np.asarray(ref_feats, np.float32)).to(dev)
     r = prc_features_to_metric(gen, real, prc_neighborhood=k, prc_batch_size=10000, save_cpu_ram=True,

@@ -392,7 +392,7 @@ def build_reference(cfg: dict, out, *, extractor=None, import_path=None, cache_d
     out = Path(out)
     if extractor is None:
         from drr.metrics.inception import load_inception
-        extractor = load_inception(cfg["metrics"], device)
+        extractor = load_inception(cfg["metrics"], device or cfg["device"])
     batch_size = batch_size or cfg["metrics"]["batch_size"]
     workers = default_workers() if workers is None else workers
     if import_path is not None:
@@ -447,7 +447,7 @@ def main(argv=None) -> None:
                    help="precomputed reference to import (ADM reference batch, mean/covariance npz)")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE,
                    help=f"content-keyed cache of references (default {DEFAULT_CACHE}); '' for none")
-    p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--device", help="auto | cuda | cuda:N | cpu (default: the config's `device`)")
     p.add_argument("--workers", type=int, help="data-loader processes (default: CPUs - 1, at most 8)")
     args = p.parse_args(argv)
     with user_errors():

@@ -340,14 +340,14 @@ def score(cfg: dict, samples, reference, phases=("revised",), experiment: str = 
     ref = read_reference(reference)
     if extractor is None:
         from drr.metrics.inception import load_inception
-        extractor = load_inception(cfg["metrics"], device)
+        extractor = load_inception(cfg["metrics"], device or cfg["device"])
     resolution = NpzImages(samples, PHASE_KEYS[phases[0]]).shape[1]
     ref_note = check_reference(ref, extractor, cfg, resolution)
     clip_reason = None
     if clip is _AUTO:
         if read_captions(samples, len(NpzImages(samples, PHASE_KEYS[phases[0]]))) is not None:
             from drr.metrics.clip import load_clip
-            clip, clip_reason = load_clip(cfg["metrics"], device)
+            clip, clip_reason = load_clip(cfg["metrics"], device or cfg["device"])
         else:
             clip = None
     elif clip is None:
@@ -411,7 +411,7 @@ def main(argv=None) -> None:
                    help="phase(s) to score (default revised; repeatable)")
     p.add_argument("--experiment", help="experiment name in the rows")
     p.add_argument("--variant", help="variant name in the rows")
-    p.add_argument("--device", help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--device", help="auto | cuda | cuda:N | cpu (default: the config's `device`)")
     p.add_argument("--features-cache", type=Path,
                    help="folder of features cached by content (sample sets with the same pixels "
                         "are put through the networks once); default: no cache")

@@ -1,13 +1,15 @@
 """Verdicts on the paper's claims (configs/claims.yaml) from the suite's metrics rows and speed files.
 
-    python -m drr.reports.claims --metrics results/metrics/small/base.parquet ... \
-        --speed results/speed/small/base.json ... --claims configs/claims.yaml --suite small \
+    python -m drr.reports.claims --spec results/reports/claims.spec.json \
+        --metrics results/metrics/small/base.parquet ... --speed results/speed/small/base.json ... \
         --out reports/claims.md
 
-The rule `claims` (workflow/rules/claims.smk) passes every file the claims need; each is named by
-its path as the workflow names it (drr.workflow.plan: ``results/metrics/<experiment>/<variant>.parquet``,
-``results/speed/<experiment>/<variant>.json``). A run a claim needs whose file is not given or not
-there reads "n/a, because ..." and gives no verdict.
+The spec (drr.workflow.report_spec.claims_spec, written by the plan) holds each claim of
+configs/claims.yaml with the runs it compares, resolved from configs/studies.yaml; the rule
+`claims` (workflow/rules/claims.smk) passes the metrics and speed files of those runs. A metrics
+row is found by its own experiment, variant and phase columns; a speed file is the run's whose
+file the spec names so. A run a claim needs whose file is not given or not there reads
+"n/a, because ..." and gives no verdict.
 
 Verdicts (docs/small-suite.md, Protocol; nothing here is typed by hand):
 
@@ -36,7 +38,6 @@ Verdicts (docs/small-suite.md, Protocol; nothing here is typed by hand):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,23 +49,15 @@ from drr.core.errors import DrrError, user_errors
 from drr.metrics.intervals import LEVEL, SPEED_REPLICATES, basic_interval, batch_replicates, speed_interval
 from drr.metrics.intervals import per_batch_seconds as per_batch_seconds_of
 from drr.metrics.intervals import speed_seed as _speed_seed
-from drr.workflow.claims import (
-    CLAIMS_FILE,
-    Context,
-    Missing,
-    _comparisons,
-    load_claims,
-    report_cells,
-    report_files,
-    select_run,
-)
-from drr.workflow.studies import read_yaml
+from drr.reports.results import Absent, Inputs, read_spec
 
 MAX_RELATIVE_RESIDUAL = 0.15     # the protocol's bound on the linear fit's largest residual
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
 
+class Missing(Exception):
+    """A result a comparison needs is not there: the comparison reads "n/a, because <reason>"."""
 
 
 # --- the verdict maths (pure functions of numbers) -------------------------------------------------
@@ -184,50 +177,22 @@ def linear_time_effects(x, per_batch: list, seeds: list, label: str = "s/sample"
     return [slope, resid]
 
 
-# --- claims.yaml -----------------------------------------------------------------------------------
+# --- reading the runs' files ----------------------------------------------------------------------
 
-
-
-
-
-# --- resolving runs --------------------------------------------------------------------------------
-
-
-
-
-
-
-
-def _given(files: dict, run, name_of, flag: str):
-    """The input file of `run` among those given with `flag`; Missing when absent."""
-    path = files.get(run)
-    if path is None:
-        raise Missing(f"{name_of(*run)} was not given ({flag})")
-    if not Path(path).is_file():
-        raise Missing(f"{path} is missing")
-    return path
-
-
-def _row(ctx: Context, run, phase: str) -> tuple[dict, Path]:
-    from drr.metrics.score import read_rows
-
-    path = _given(ctx.metrics, run, ctx.plan.metrics_file, "--metrics")
+def _row(inputs: Inputs, run, phase: str) -> tuple[dict, Path]:
     try:
-        rows = [r for r in read_rows(path) if r.get("phase") == phase]
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the input's fault
-        raise DrrError(f"{path}: not a metrics file of drr.metrics.score ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not rows:
-        raise Missing(f"{path} has no {phase} row")
-    return rows[0], Path(path)
+        row, path = inputs.row(tuple(run), phase)
+    except Absent as e:
+        raise Missing(e.reason()) from None
+    return row, Path(path)
 
 
-def metric_estimate(ctx: Context, run, phase: str, metric: str) -> Estimate:
+def metric_estimate(inputs: Inputs, run, phase: str, metric: str) -> Estimate:
     if metric == "s_per_sample":
-        return speed_estimate(ctx, run)
+        return speed_estimate(inputs, run)
     col = COLUMNS[metric]
     field_, boot, note = col.field, col.boot, col.note
-    row, path = _row(ctx, run, phase)
+    row, path = _row(inputs, run, phase)
     if row.get(field_) is None:
         raise Missing(f"{path} ({phase}) has no {metric}: {row.get(note) or 'null'}")
     reps = row.get(boot)
@@ -245,19 +210,16 @@ def per_batch_seconds(rec: dict, path) -> np.ndarray:
         raise Missing(f"{path}: {e}") from None
 
 
-def _speed(ctx: Context, run) -> tuple[np.ndarray, Path]:
-    path = _given(ctx.speed, run, ctx.plan.speed_file, "--speed")
+def _speed(inputs: Inputs, run) -> tuple[np.ndarray, Path]:
     try:
-        rec = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (not JSON: {e})") from None
-    if not isinstance(rec, dict):
-        raise DrrError(f"{path}: not a speed file of drr.sampling.speed (expected a JSON object)")
+        rec, path = inputs.speed(tuple(run))
+    except Absent as e:
+        raise Missing(e.reason()) from None
     return per_batch_seconds(rec, path), Path(path)
 
 
-def speed_estimate(ctx: Context, run) -> Estimate:
-    t, path = _speed(ctx, run)
+def speed_estimate(inputs: Inputs, run) -> Estimate:
+    t, path = _speed(inputs, run)
     return Estimate(float(t.mean()), speed_interval(t, path)[2], None)
 
 
@@ -272,26 +234,33 @@ def _sign(better: str, direction: str = "improves") -> int:
     return (1 if better == "higher" else -1) * (1 if direction == "improves" else -1)
 
 
-
-
 def _side_text(run, phase, metric) -> str:
     return f"{run[0]}/{run[1]}" + ("" if metric == "s_per_sample" else f" ({phase})")
 
 
-def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
-    """The oriented effects of one claim (those that cannot be computed carry their n/a reason)."""
+def _run(side: dict) -> tuple[str, str]:
+    return side["experiment"], side["variant"]
+
+
+def evaluate(inputs: Inputs, entry: dict, claims_file: str = "claims") -> list[Effect]:
+    """The oriented effects of one claim of the spec (those that cannot be computed carry their
+    n/a reason)."""
+    name, claim = entry["name"], entry["claim"]
+    where = f"{claims_file}: claims.{name}"
     kind = claim["kind"]
-    default_phase = claim.get("phase", "revised")
+    if "na" in entry:  # the plan could name no run (the suite lacks the experiment)
+        return [Effect(f"{claim['report']}", na=entry["na"])]
     try:
         if kind == "pairs":
             effects = []
-            for prefix, a, b, metric, better in _comparisons(ctx, name, claim):
-                ra, rb = select_run(ctx, name, claim, a), select_run(ctx, name, claim, b)
-                pa, pb = a.get("phase", default_phase), b.get("phase", default_phase)
-                label = (f"{prefix}{COLUMNS[metric].label} ({better} is better): "
-                         f"{_side_text(ra, pa, metric)} vs {_side_text(rb, pb, metric)}")
+            for comp in entry["comparisons"]:
+                a, b, metric, better = comp["a"], comp["b"], comp["metric"], comp["better"]
+                ra, rb = _run(a), _run(b)
+                label = (f"{comp['prefix']}{COLUMNS[metric].label} ({better} is better): "
+                         f"{_side_text(ra, a['phase'], metric)} vs {_side_text(rb, b['phase'], metric)}")
                 try:
-                    ea, eb = metric_estimate(ctx, ra, pa, metric), metric_estimate(ctx, rb, pb, metric)
+                    ea = metric_estimate(inputs, ra, a["phase"], metric)
+                    eb = metric_estimate(inputs, rb, b["phase"], metric)
                 except Missing as e:
                     effects.append(Effect(label, na=str(e)))
                     continue
@@ -299,18 +268,17 @@ def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
                 effects.append(oriented(label, d, reps, _sign(better), how,
                                         f"{_fmt(ea.value)} vs {_fmt(eb.value)}"))
             return effects
-        cells = report_cells(ctx, name, claim)
+        cells = entry["cells"]  # the report's cells varying the parameter, by its value
         param = claim["parameter"]
-        cells = sorted((c for c in cells if param in dict(c.values)), key=lambda c: c.value(param))
         least = 3 if kind == "linear_time" else 2
         if len(cells) < least:
-            raise DrrError(f"{ctx.where(name)}: report {claim['report']} has {len(cells)} cells varying "
+            raise DrrError(f"{where}: report {claim['report']} has {len(cells)} cells varying "
                            f"{param}; a {kind} needs {least} or more")
-        xs = [c.value(param) for c in cells]
+        xs = [c["x"] for c in cells]
         shown = ", ".join(f"{param}={x}" for x in xs)
         if kind == "linear_time":
             try:
-                data = [_speed(ctx, (c.experiment, c.name)) for c in cells]
+                data = [_speed(inputs, _run(c)) for c in cells]
             except Missing as e:
                 return [Effect(f"s/sample against {param}", na=str(e))]
             effects = linear_time_effects(xs, [t for t, _ in data], [_speed_seed(p) for _, p in data],
@@ -319,13 +287,13 @@ def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
             return effects
         scale = claim.get("x", "log2")
         if scale == "log2" and any(x <= 0 for x in xs):
-            raise DrrError(f"{ctx.where(name)}.x: log2 needs positive values of {param} (have {shown}); "
+            raise DrrError(f"{where}.x: log2 needs positive values of {param} (have {shown}); "
                            "set x: linear")
         x = np.log2(xs) if scale == "log2" else np.asarray(xs, np.float64)
-        metric, phase = claim["metric"], default_phase
+        metric, phase = claim["metric"], claim.get("phase", "revised")
         label = f"{COLUMNS[metric].label} ({phase}) vs {'log2 ' if scale == 'log2' else ''}{param}"
         try:
-            points = [metric_estimate(ctx, (c.experiment, c.name), phase, metric) for c in cells]
+            points = [metric_estimate(inputs, _run(c), phase, metric) for c in cells]
         except Missing as e:
             return [Effect(label, na=str(e))]
         effects = trend_effects(x, points, _sign(claim["better"], claim["direction"]), label)
@@ -335,14 +303,6 @@ def evaluate(ctx: Context, name: str, claim: dict) -> list[Effect]:
         return effects
     except Missing as e:
         return [Effect(f"{claim['report']}", na=str(e))]
-
-
-
-
-
-
-
-
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -388,46 +348,27 @@ def render(suite: str, claims_path, results: list[tuple[str, dict, list[Effect]]
     return "\n".join(lines)
 
 
-def run_file(path: str, kind: str) -> tuple[str, str]:
-    """(experiment, variant) of results/<kind>/<experiment>/<variant>.<ext> (drr.workflow.plan's names)."""
-    p = Path(path)
-    ext = {"metrics": ".parquet", "speed": ".json"}[kind]
-    if p.suffix != ext or len(p.parts) < 2:
-        raise DrrError(f"--{kind} {path}: expected results/{kind}/<experiment>/<variant>{ext}")
-    return p.parent.name, p.stem
-
-
-def build(suite: str, metrics: list, speed: list, claims_path, root=".", scale: str | None = None) -> str:
-    from drr.workflow.plan import Plan
-
-    root = Path(root)
-    wf = read_yaml(root / "configs/workflow.yaml")
-    if suite not in wf.get("suites", {}):
-        raise DrrError(f"{root / 'configs/workflow.yaml'}: suites: no suite {suite!r}")
-    wf["suite"], wf["scale"] = suite, scale
-    plan = Plan(root, wf)
-    ctx = Context(plan, Path(claims_path),
-                  {run_file(f, "metrics"): Path(f) for f in metrics},
-                  {run_file(f, "speed"): Path(f) for f in speed})
-    claims = load_claims(claims_path, plan.studies)
-    results = [(name, claim, evaluate(ctx, name, claim)) for name, claim in claims.items()]
-    return render(suite, claims_path, results, report_files(plan, claims))
+def build(spec: dict, metrics: list, speed: list, root=".", where: str = "the claims spec") -> str:
+    """The claims report of a spec (drr.workflow.report_spec.claims_spec) from the runs' files."""
+    inputs = Inputs(spec, metrics, speed, root, where)
+    results = [(e["name"], e["claim"], evaluate(inputs, e, spec["claims_file"])) for e in spec["claims"]]
+    return render(spec["suite"], spec["claims_file"], results, spec["links"])
 
 
 def main(argv=None) -> None:
     from drr.core.files import write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--metrics", nargs="*", default=[], help="metrics rows, results/metrics/<experiment>/<variant>.parquet")
-    p.add_argument("--speed", nargs="*", default=[], help="speed files, results/speed/<experiment>/<variant>.json")
-    p.add_argument("--claims", default=CLAIMS_FILE, help="the claims (default configs/claims.yaml)")
-    p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
-    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
-    p.add_argument("--root", default=".", help="folder holding configs/ (default: here)")
+    p.add_argument("--spec", required=True, type=Path,
+                   help="the claims' spec (results/reports/claims.spec.json, drr.workflow.report_spec)")
+    p.add_argument("--metrics", nargs="*", default=[], help="the metrics files of the spec's runs")
+    p.add_argument("--speed", nargs="*", default=[], help="the speed files of the spec's runs")
+    p.add_argument("--root", default=".", help="folder the relative --metrics / --speed paths are in")
     p.add_argument("--out", required=True, type=Path, help="Markdown report")
     args = p.parse_args(argv)
     with user_errors():
-        md = build(args.suite, args.metrics, args.speed, args.claims, args.root, args.scale)
+        spec = read_spec(args.spec, ("claims",))
+        md = build(spec, args.metrics, args.speed, args.root, where=str(args.spec))
         write_text(args.out, md)
     print(f"wrote {args.out}", flush=True)
 

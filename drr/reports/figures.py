@@ -1,11 +1,12 @@
 """The paper's ablation figures from the cells' metrics: PNG and PDF, published points beside ours.
 
-    python -m drr.reports.figures --suite tiny --figure fig4a --out reports/fig4a.png \
+    python -m drr.reports.figures --spec results/reports/fig4a.spec.json --out reports/fig4a.png \
         --metrics results/metrics/tiny/t_draft=4.parquet ...
 
 Which figures there are and their panels are data (configs/studies.yaml: `title`, `panels`, each
-{parameter, label, show: fid | fid_revised | pr}); the code knows no figure by name. Rows come only
-from the files given with --metrics (the rule's declared inputs).
+{parameter, label, show: fid | fid_revised | pr}), resolved by the plan into the figure's spec
+(drr.workflow.report_spec); the code knows no figure by name. Rows come only from the files given
+with --metrics (the rule's declared inputs).
 
 Ours are lines with markers and error bars (each row's 95% interval, drr.metrics.intervals; a row
 without one gets no bar, and the caption says so); the few points the paper gives as numbers
@@ -21,14 +22,14 @@ from pathlib import Path
 
 from drr.core.errors import DrrError, user_errors
 from drr.reports.plotting import pyplot, save_png_pdf
-from drr.reports.results import Results
+from drr.reports.results import Results, read_spec
 
 
-def series(res: Results, figure: str, parameter: str):
+def series(res: Results, parameter: str):
     """[(x, revised row, draft row)] of the figure's cells varying `parameter`, sorted by x."""
     out = []
-    for cell in res.studies.cells(figure, res.suite):
-        values = dict(cell.values)
+    for cell in res.cells:
+        values = cell.values
         if set(values) != {parameter}:
             continue
         out.append((values[parameter], res.row(cell.experiment, cell.name, "revised"),
@@ -59,32 +60,28 @@ def _plot(ax, xs, rows, metric, fmt, color, label, bars):
     ax.errorbar(xs, ys, yerr=[below, above], fmt=fmt, color=color, capsize=3, elinewidth=1, label=label)
 
 
-def figure_names(studies) -> list[str]:
-    return [n for n in studies.reports if studies.kind(n) == "figure"]
-
-
-def build(res: Results, figure: str):
-    """(matplotlib figure, title) of a figure report; the caller saves or closes it."""
-    if figure not in figure_names(res.studies):
-        raise DrrError(f"--figure {figure}: not a figure of {res.studies.path} "
-                       f"({', '.join(figure_names(res.studies))})")
-    spec = res.studies.reports[figure]
+def build(res: Results):
+    """(matplotlib figure, title) of the figure the spec describes; the caller saves or closes it."""
+    figure = res.name
+    if res.spec["kind"] != "figure":
+        raise DrrError(f"spec of {figure}: not a figure (kind {res.spec['kind']!r})")
+    spec = res.entry
     plt = pyplot()
-    cells = res.studies.cells(figure, res.suite)
+    cells = res.cells
     if not cells:
         raise DrrError(f"{figure}: suite '{res.suite_name}' has no "
                        f"'{spec['experiment']}' experiment")
     experiment = cells[0].experiment
-    published = res.published.get("figures", {})
-    compare = res.is_paper_experiment(experiment, published.get("experiment", {}).get(figure))
-    points = published.get(figure, []) if compare else []
+    published = res.published  # the figure's points, the experiment they were measured on, a note
+    compare = res.is_paper_experiment(experiment, published.get("experiment"))
+    points = published.get("points", []) if compare else []
     panels = spec["panels"]
     bars = [0, 0]  # points of ours with an interval, points of ours
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     n = None
     for ax, panel in zip(axes[0], panels):
         param, xlabel, what = panel["parameter"], panel["label"], panel["show"]
-        data = series(res, figure, param)
+        data = series(res, param)
         xs = [d[0] for d in data]
         revised, drafts = [d[1] for d in data], [d[2] for d in data]
         n = revised[0]["n_samples"] if revised else n
@@ -127,30 +124,30 @@ def build(res: Results, figure: str):
                  else f"error bars: 95% bootstrap intervals ({total - with_bars} of {total} points have none)")
     if not compare:
         lines.append("small-scale run: not comparable to the paper (no published points)")
-    elif published.get("notes", {}).get(figure):
-        lines.append(published["notes"][figure])  # where the paper's own numbers disagree
+    elif published.get("note"):
+        lines.append(published["note"])  # where the paper's own numbers disagree
     return fig, "\n".join(lines)
 
 
-def draw(res: Results, figure: str, out: Path) -> None:
-    fig, title = build(res, figure)
+def draw(res: Results, out: Path) -> None:
+    fig, title = build(res)
     save_png_pdf(fig, out, title)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
-    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
-    p.add_argument("--figure", required=True, help="a figure of configs/studies.yaml")
+    p.add_argument("--spec", required=True, type=Path,
+                   help="the figure's spec (results/reports/<figure>.spec.json, drr.workflow.report_spec)")
     p.add_argument("--out", required=True, type=Path, help="PNG to write (the PDF goes beside it)")
     p.add_argument("--metrics", nargs="*", default=[], type=Path,
-                   help="the metrics files of the figure's cells (results/metrics/<experiment>/<variant>.parquet)")
-    p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
+                   help="the metrics files of the figure's cells (the spec's `runs`)")
+    p.add_argument("--root", default=".", type=Path, help="folder the relative --metrics paths are in")
     args = p.parse_args(argv)
     if args.out.suffix != ".png":
         raise SystemExit(f"error: --out {args.out}: expected a .png path")
     with user_errors():
-        draw(Results(args.suite, args.root, metrics=args.metrics, scale=args.scale), args.figure, args.out)
+        spec = read_spec(args.spec, ("figure",))
+        draw(Results(spec, args.metrics, (), args.root, where=str(args.spec)), args.out)
         print(f"wrote {args.out} and {args.out.with_suffix('.pdf')}")
 
 

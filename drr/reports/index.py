@@ -1,11 +1,11 @@
 """reports/index.md: one page linking every report of a suite, with what is missing and why.
 
-    python -m drr.reports.index --suite tiny --out reports/index.md --tables table1 ... \
-        --figures fig4a ... --pictures reports/fig5.png ...
+    python -m drr.reports.index --spec results/reports/index.spec.json --out reports/index.md
 
 Lists the tables (Markdown), the figures (PNG, PDF), the sample pictures and grids, and the
 tokenizer and transformer reports of each experiment, as relative links. Reports a suite cannot
-make (no VQ experiment in the suite, for example) are listed with the reason.
+make (no VQ experiment in the suite, for example) are listed with the reason. All of it comes from
+the index's spec (drr.workflow.report_spec: Plan.index_spec).
 """
 
 from __future__ import annotations
@@ -18,36 +18,37 @@ from pathlib import Path
 from drr.core.errors import user_errors
 from drr.core.files import write_text
 from drr.core.provenance import git_commit
-from drr.reports.results import Results
+from drr.reports.results import banner, read_spec
 
 
-def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str, str]) -> str:
+def build(spec: dict, out: Path) -> str:
+    """The index page of the spec (Plan.index_spec), its links relative to `out`."""
     def link(path) -> str:
         rel = os.path.relpath(Path(path), out.parent)
         return f"[{rel}]({rel})"
 
-    titles = {n: s["title"] for n, s in res.studies.reports.items()}  # configs/studies.yaml
-    lines = [f"# drr reports: suite `{res.suite_name}`\n"]
-    experiments = list(res.suite["experiments"])
-    banner = res.banner(experiments)
-    if banner:
-        lines.append(banner)
+    lines = [f"# drr reports: suite `{spec['suite']}`\n"]
+    experiments = list(spec["suite_experiments"])
+    top = banner(spec)
+    if top:
+        lines.append(top)
     lines.append("## Tables\n")
-    for name in tables:
-        lines.append(f"- {titles[name]}: {link(f'reports/{name}.md')}")
+    for t in spec["tables"]:
+        name = t["name"]
+        lines.append(f"- {t['title']}: {link(f'reports/{name}.md')}")
     lines.append("\n## Figures\n")
-    for name in figures:
-        lines.append(f"- {titles[name]}: {link(f'reports/{name}.png')} "
+    for f in spec["figures"]:
+        name = f["name"]
+        lines.append(f"- {f['title']}: {link(f'reports/{name}.png')} "
                      f"({link(f'reports/{name}.pdf')})")
-    for name, why in missing.items():
+    for name, why in spec["missing"].items():
         lines.append(f"- {name}: not made in this suite ({why})")
     lines.append("\n## Samples and pictures\n")
-    for path in pictures:
+    for path in spec["pictures"]:
         lines.append(f"- {link(path)}")
     lines.append("\n## Models\n")
     for exp in experiments:
-        cfg = res.studies.config(exp)
-        tok = cfg["tokenizer"]["name"]
+        tok = spec["tokenizers"][exp]
         lines.append(f"- `{exp}`: tokenizer {link(f'reports/tokenizers/{tok}.md')}, transformer "
                      f"{link(f'reports/transformers/{exp}.md')}, samples "
                      f"{link(f'reports/samples/{exp}/default.png')}")
@@ -58,19 +59,12 @@ def build(res: Results, out: Path, tables, figures, pictures, missing: dict[str,
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True)
-    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
+    p.add_argument("--spec", required=True, type=Path,
+                   help="the index's spec (results/reports/index.spec.json, drr.workflow.report_spec)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--tables", nargs="*", default=[])
-    p.add_argument("--figures", nargs="*", default=[])
-    p.add_argument("--pictures", nargs="*", default=[])
-    p.add_argument("--missing", nargs="*", default=[], metavar="NAME=WHY")
-    p.add_argument("--root", default=".", type=Path)
     args = p.parse_args(argv)
     with user_errors():
-        res = Results(args.suite, args.root, scale=args.scale)
-        missing = dict(m.split("=", 1) for m in args.missing)
-        write_text(args.out, build(res, args.out, args.tables, args.figures, args.pictures, missing))
+        write_text(args.out, build(read_spec(args.spec, ("index",)), args.out))
         print(f"wrote {args.out}")
 
 

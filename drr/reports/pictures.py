@@ -78,15 +78,18 @@ def labelled_grid(blocks, out: Path, title: str) -> None:
 
 
 def _models(cfg, tokenizer, transformer, device):
-    from drr.sampling.images import load_models, pick_device
-    dev = pick_device(device)
+    from drr.core.device import job_device
+    from drr.sampling.models import load_models
+    dev = job_device(cfg, device)
     return dev, load_models(tokenizer, transformer, dev, cfg)
 
 
 def progression(cfg: dict, tokenizer: Path, transformer: Path, out: Path, t_drafts: list[int],
                 revise_iterations: int, samples: int, device: str | None = None) -> dict:
+    from drr.sampling.conditions import Conditions
     from drr.sampling.decode import DecodeSettings, draft_and_revise, sample_seeds
-    from drr.sampling.images import Conditions, decode_images
+    from drr.sampling.images import decode_images
+    from drr.sampling.sampler import precision
 
     if samples < 1 or revise_iterations < 1:
         raise DrrError(f"--samples {samples} / --revise-iterations {revise_iterations}: need at least 1")
@@ -103,8 +106,9 @@ def progression(cfg: dict, tokenizer: Path, transformer: Path, out: Path, t_draf
         settings = replace(DecodeSettings.from_config(cfg["sampling"]), t_draft=int(t),
                            revise_iterations=int(revise_iterations))
         passes = {}
-        draft_and_revise(models.transformer, cond, settings, seeds,
-                         on_pass=lambda m, codes: passes.__setitem__(m, codes.clone()))
+        with precision(cfg, dev):
+            draft_and_revise(models.transformer, cond, settings, seeds,
+                             on_pass=lambda m, codes: passes.__setitem__(m, codes.clone()))
         pics = np.stack([decode_images(models.tokenizer, passes[m], models.code_shape)
                          for m in range(revise_iterations + 1)], axis=1)
         labels = conds.labels(idx)
@@ -122,9 +126,10 @@ def progression(cfg: dict, tokenizer: Path, transformer: Path, out: Path, t_draf
 def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *, classes=None,
                     per_condition: int = 8, num_captions: int = 6, text_tokenizer=None, captions=None,
                     device: str | None = None) -> dict:
-    from drr.sampling.ar import sample_codes, sampling_settings
+    from drr.sampling.conditions import Conditions
     from drr.sampling.decode import sample_seeds
-    from drr.sampling.images import Conditions, decode_images
+    from drr.sampling.images import decode_images
+    from drr.sampling.sampler import precision, sample_codes, sampling_settings
 
     dev, models = _models(cfg, tokenizer, transformer, device)
     conds = Conditions(cfg, text_tokenizer, captions)
@@ -141,7 +146,9 @@ def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *,
         raise DrrError("transformer.model.cond.type is 'none': no conditions to show")
     idx = np.array([c + k * period for c in chosen for k in range(per_condition)], dtype=np.int64)
     settings = sampling_settings(cfg)
-    codes, _ = sample_codes(models.transformer, conds(idx).to(dev), settings, sample_seeds(cfg["seed"], idx))
+    with precision(cfg, dev):
+        codes, _ = sample_codes(models.transformer, conds(idx).to(dev), settings,
+                                sample_seeds(cfg["seed"], idx))
     pics = decode_images(models.tokenizer, codes, models.code_shape)
     pics = pics.reshape(len(chosen), per_condition, *pics.shape[1:])
     labelled_grid([("", labels, [f"#{k + 1}" for k in range(per_condition)], pics)], out,
@@ -190,7 +197,7 @@ def main(argv=None) -> None:
         s.add_argument("--tokenizer", required=True, type=Path)
         s.add_argument("--transformer", required=True, type=Path)
         s.add_argument("--out", required=True, type=Path, help="PNG (the PDF and .json go beside it)")
-        s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        s.add_argument("--device", help="auto | cuda | cuda:N | cpu (default: the config's `device`)")
     prog = sub.choices["progression"]
     prog.add_argument("--t-draft", type=int, nargs="+", default=[8, 64])
     prog.add_argument("--revise-iterations", type=int, default=5)

@@ -1,12 +1,13 @@
 """The paper's tables as Markdown: our numbers | published | Δ, with sample counts and references.
 
-    python -m drr.reports.tables --suite tiny --report table1 --out reports/table1.md \
+    python -m drr.reports.tables --spec results/reports/table1.spec.json --out reports/table1.md \
         --metrics results/metrics/tiny/default.parquet ... [--speed results/speed/tiny/default.json ...]
 
 Which tables there are, what each shows and how it looks is data: configs/studies.yaml (its
 experiment, cells, `title`, `layout: models | cells` and the layout's keys) and
-configs/published.yaml (the paper's numbers, their source and `note`). The code knows no table by
-name. Rows come only from the files given with --metrics / --speed (the rule's declared inputs).
+configs/published.yaml (the paper's numbers, their source and `note`), which the plan resolves
+into the table's spec (drr.workflow.report_spec). The code knows no table by name and reads no
+config: only the spec and the files given with --metrics / --speed (the rule's declared inputs).
 A metric that could not be computed reads "n/a[k]" with footnote k giving the reason; a row of an
 experiment outside the suite reads "—". Written atomically.
 """
@@ -27,31 +28,28 @@ from drr.reports.results import (
     Results,
     markdown_table,
     metric_header,
+    read_spec,
     reference_text,
     samples_text,
 )
 
 
-def codes_text(cfg: dict) -> str:
-    h, w, d = cfg["tokenizer"]["model"]["code_shape"]
+def codes_text(facts: dict) -> str:
+    h, w, d = facts["code_shape"]
     return f"{h}×{w}×{d}"
 
 
-def params_text(experiment: str, res: Results) -> str:
-    from drr.transformer.build import count_parameters
-    from drr.transformer.model import TransformerConfig
-
-    n = count_parameters(TransformerConfig.from_experiment(res.studies.config(experiment)))
+def params_text(facts: dict) -> str:
+    n = facts["parameters"]
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
-def model_table(res: Results, name: str, metrics: list[str], with_codes: bool = True,
-                speed: bool = False) -> str:
+def model_table(res: Results, metrics: list[str], with_codes: bool = True, speed: bool = False) -> str:
     """`layout: models` (Tables 1, 2 and A2): every published row; our experiments of the suite
     (those of the report's condition type, configs/studies.yaml) merged into the published row they
     reproduce, the others (the embedded default) as rows of their own."""
-    pub = res.table(name)
-    ours = [c.experiment for c in res.studies.cells(name, res.suite)]
+    pub = res.published
+    ours = [c.experiment for c in res.cells]
     header = ["Model", "Params"] + (["H×W×D"] if with_codes else [])
     header = header + metric_header(metrics) + ["samples", "reference", "experiment"]
     rows, shown = [], set()
@@ -74,17 +72,17 @@ def model_table(res: Results, name: str, metrics: list[str], with_codes: bool = 
         for m in metrics:
             cells += res.columns(m, row, p.get(m), compare=row is not None)
         exp_cell = f"`{exp}`" if exp else DASH
-        if exp and exp not in res.suite["experiments"]:
+        if exp and exp not in res.suite_experiments:
             exp_cell += res.note(f"not in suite `{res.suite_name}`: run it with --config suite=paper")
         rows.append(cells + [samples_text(row), reference_text(row), exp_cell])
     for exp in ours:
         if exp in shown:
             continue
         row = our_row(exp)
-        cfg = res.studies.config(exp)
-        cells = [f"ours: `{exp}` ({cfg['data']['name']})", params_text(exp, res)]
+        facts = res.spec["experiments"][exp]
+        cells = [f"ours: `{exp}` ({facts['dataset']})", params_text(facts)]
         if with_codes:
-            cells.append(codes_text(cfg))
+            cells.append(codes_text(facts))
         for m in metrics:
             cells += res.columns(m, row, None, compare=False)
         rows.append(cells + [samples_text(row), reference_text(row), f"`{exp}`"])
@@ -101,37 +99,29 @@ def _speed_interval_note(res: Results, sp: dict | None, run: str) -> None:
 
 
 def label_text(column: dict, cell) -> str:
-    """A label column's text for a cell (configs/studies.yaml `columns`: values or format)."""
+    """A label column's text for a cell (configs/studies.yaml `columns`: values or format; the
+    spec gives `values` as [value, text] pairs)."""
     v = cell.value(column["parameter"])
-    return column["values"][v] if "values" in column else column["format"].format(v)
+    if "values" in column:
+        return next(text for value, text in column["values"] if value == v)
+    return column["format"].format(v)
 
 
-def paper_numbers(pub: dict, path: list[str], cell, phase: str) -> dict:
-    """The published numbers of a cell: pub['cells'] walked along `path` (parameter names, or
-    'phase'); {} where the paper gives none."""
-    node = pub.get("cells", {})
-    for key in path:
-        if not isinstance(node, dict):
-            return {}
-        node = node.get(phase if key == "phase" else cell.value(key))
-    return node if isinstance(node, dict) else {}
-
-
-def cell_table(res: Results, name: str, columns: list[dict], paper: list[str], metrics,
-               phases=("revised",), speed: bool = False) -> str:
+def cell_table(res: Results, columns: list[dict], metrics, phases=("revised",), speed: bool = False) -> str:
     """`layout: cells` (Tables 3, 4 and A3): the published baselines (`rows`), the suite's
-    baselines, then one row per cell of the suite's ablation experiment."""
-    pub = res.table(name)
-    cells = res.studies.cells(name, res.suite)
+    baselines, then one row per cell of the suite's ablation experiment, beside the cell's
+    published numbers (the spec's, from configs/published.yaml by the studies.yaml `paper` path)."""
+    pub = res.published
+    cells = res.cells
     if not cells:
-        return f"No `{res.studies.reports[name]['experiment']}` experiment in suite `{res.suite_name}`.\n"
+        return f"No `{res.entry['experiment']}` experiment in suite `{res.suite_name}`.\n"
     compare = res.is_paper_experiment(cells[0].experiment, pub.get("experiment"))
     header = [c["header"] for c in columns]
     for ph in phases:
         header += [f"{h} ({ph})" if len(phases) > 1 else h for h in metric_header(metrics)]
     header += ["samples", "reference", "cell"]
     rows = []
-    baselines = res.studies.baselines(name, res.suite)
+    baselines = res.spec["baselines"]
 
     def baseline_row(label, experiment, paper_row):
         row = res.row(experiment, "default") if experiment in baselines else None
@@ -162,43 +152,38 @@ def cell_table(res: Results, name: str, columns: list[dict], paper: list[str], m
                 res.note(f"s/sample measured on {sp['device']}, batch {sp['batch_size']}, "
                          f"{sp['timed_batches']} timed batches after {sp['warmup_batches']} warm-up")
                 _speed_interval_note(res, sp, f"{cell.experiment}/{cell.name}")
-            numbers = paper_numbers(pub, paper, cell, ph)
+            numbers = cell.published.get(ph, {})
             for m in metrics:
                 out += res.columns(m, row, numbers.get(m), compare)
         rows.append(out + [samples_text(row), reference_text(row), f"`{cell.experiment}/{cell.name}`"])
     return markdown_table(header, rows)
 
 
-def table_names(studies) -> list[str]:
-    return [n for n in studies.reports if studies.kind(n) == "table"]
-
-
-def build(res: Results, name: str) -> str:
-    if name not in table_names(res.studies):
-        raise DrrError(f"--report {name}: not a table of {res.studies.path} "
-                       f"({', '.join(table_names(res.studies))})")
-    spec = res.studies.reports[name]
-    pub = res.table(name)
+def build(res: Results) -> str:
+    """The Markdown of the table the spec describes."""
+    if res.spec["kind"] != "table":
+        raise DrrError(f"spec of {res.name}: not a table (kind {res.spec['kind']!r})")
+    spec = res.entry
+    pub = res.published
     speed = bool(spec.get("speed", False))
     phases = tuple(spec.get("phases", ["revised"]))
     if spec["layout"] == "models":
-        body = model_table(res, name, spec["metrics"], with_codes=spec.get("codes", False), speed=speed)
+        body = model_table(res, spec["metrics"], with_codes=spec.get("codes", False), speed=speed)
     else:
-        body = cell_table(res, name, spec["columns"], spec["paper"], spec["metrics"], phases, speed)
+        body = cell_table(res, spec["columns"], spec["metrics"], phases, speed)
     if pub.get("note"):
         body += f"\n{pub['note']}\n"
-    experiments = sorted({c.experiment for c in res.studies.cells(name, res.suite)})
     shown = [text for kind, text in (("bootstrap", INTERVALS_NOTE), ("speed", SPEED_INTERVAL_NOTE))
              if kind in res.shown]
     shown += [f"s/sample without an interval ({why}): {', '.join(runs)}."
               for why, runs in res.no_interval.items()]
-    parts = [f"# {spec['title']}\n", res.banner(experiments),
+    parts = [f"# {spec['title']}\n", res.banner(),
              f"Published: {pub['source']}. Each metric: ours | paper | Δ (ours − paper, only where our "
              f"experiment is the one the paper measured). Suite `{res.suite_name}`.\n"]
     if shown:  # what the brackets after our numbers are, or that s/sample has none
         parts.append(" ".join(shown) + "\n")
     parts.append(body)
-    extractor = _extractor_note(res, name, phases[0])
+    extractor = _extractor_note(res, phases[0])
     if extractor:
         parts.append(f"\nFeatures: {extractor}. Precision/recall: k = 3 nearest neighbours "
                      "(Kynkäänniemi et al.) in Inception pool features against the reference's "
@@ -211,8 +196,8 @@ def build(res: Results, name: str) -> str:
     return "\n".join(parts)
 
 
-def _extractor_note(res: Results, name, phase) -> str | None:
-    for cell in res.studies.cells(name, res.suite):
+def _extractor_note(res: Results, phase) -> str | None:
+    for cell in res.cells:
         if res.has_row(cell.experiment, cell.name):
             row = res.row(cell.experiment, cell.name, phase)
             return f"{row['extractor_id']} ({row['fid_network']} weights)"
@@ -221,19 +206,18 @@ def _extractor_note(res: Results, name, phase) -> str | None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", required=True, help="suite of configs/workflow.yaml")
-    p.add_argument("--scale", help="the overlay of configs/scales/<SCALE>/ the run used (workflow key scale)")
-    p.add_argument("--report", required=True, help="a table of configs/studies.yaml")
+    p.add_argument("--spec", required=True, type=Path,
+                   help="the table's spec (results/reports/<table>.spec.json, drr.workflow.report_spec)")
     p.add_argument("--out", required=True, type=Path, help="Markdown file to write")
     p.add_argument("--metrics", nargs="*", default=[], type=Path,
-                   help="the metrics files of the report's runs (results/metrics/<experiment>/<variant>.parquet)")
-    p.add_argument("--speed", nargs="*", default=[], type=Path,
-                   help="the speed files of its runs (results/speed/<experiment>/<variant>.json)")
-    p.add_argument("--root", default=".", type=Path, help="working directory of the workflow run")
+                   help="the metrics files of the table's runs (the spec's `runs`)")
+    p.add_argument("--speed", nargs="*", default=[], type=Path, help="the speed files of its runs")
+    p.add_argument("--root", default=".", type=Path, help="folder the relative --metrics / --speed paths are in")
     args = p.parse_args(argv)
     with user_errors():
-        res = Results(args.suite, args.root, metrics=args.metrics, speed=args.speed, scale=args.scale)
-        write_text(args.out, build(res, args.report))
+        spec = read_spec(args.spec, ("table",))
+        res = Results(spec, args.metrics, args.speed, args.root, where=str(args.spec))
+        write_text(args.out, build(res))
         print(f"wrote {args.out}")
 
 

@@ -1,5 +1,5 @@
-"""Raster-order sampling of the autoregressive RQ-Transformer (drr/transformer/ar.py), and the
-dispatch of the sampling CLIs (generate, speed, inpaint) on `transformer.model.kind`.
+"""Raster-order sampling of the autoregressive RQ-Transformer (drr/transformer/ar.py). The
+sampling CLIs reach it through drr.sampling.sampler, which picks it for `transformer.model.kind: ar`.
 
 ``sample_raster`` generates the N code stacks one position after another, each of its D codes one
 after another, as the official RQ-Transformer samples: the spatial transformer reads each new stack
@@ -24,7 +24,6 @@ Figure 1 shows. The longest prefix of positions outside every row's region is re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,10 +78,6 @@ class ARSettings:
         return [(self.temperature, k, p) for k, p in zip(ks, ps)]
 
 
-def model_kind(model) -> str:
-    return getattr(model.config, "kind", "contextual")
-
-
 @torch.inference_mode()
 def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.Tensor,
                   region: torch.Tensor | None = None, init_codes: torch.Tensor | None = None,
@@ -98,9 +93,9 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
     """
     from drr.sampling.decode import filter_logits, guide, sample_categorical
 
-    if model_kind(model) != "ar":
+    if model.config.kind != "ar":
         raise DrrError(f"transformer.model.kind: raster-order sampling needs an 'ar' model, this "
-                       f"one is {model_kind(model)!r}")
+                       f"one is {model.config.kind!r}")
     model.eval()
     c = model.config
     b, n, depth, device = len(cond), c.num_positions, c.depth, cond.device
@@ -164,52 +159,3 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
         if pos + 1 < n:
             h = model.extend(cache, rows(codes[:, pos:pos + 1]), pos)[:, -1]
     return (codes, logits_seen) if return_logits else codes
-
-
-# -- dispatch for the sampling CLIs --------------------------------------------------------------
-
-def sampling_settings(cfg: dict):
-    """DecodeSettings (contextual) or ARSettings (ar) from a resolved config, checked."""
-    from drr.sampling.decode import DecodeSettings
-
-    kind = cfg["transformer"]["model"].get("kind", "contextual")
-    if kind == "ar":
-        settings = ARSettings.from_config(cfg["sampling"])
-        settings.depth_filters(cfg["tokenizer"]["model"]["code_shape"][2])
-        return settings
-    return DecodeSettings.from_config(cfg["sampling"])
-
-
-def check_generation(cfg: dict) -> None:
-    """Generation settings an AR model cannot honour: a one-line DrrError naming the key."""
-    if cfg["transformer"]["model"].get("kind") == "ar" and cfg["generation"]["save_drafts"]:
-        raise DrrError("generation.save_drafts: true, but transformer.model.kind is 'ar': an "
-                       "autoregressive model makes no draft")
-
-
-def check_positions(settings, n_positions: int) -> None:
-    """Draft-and-Revise's parts-vs-positions check; nothing to check for raster order."""
-    if not isinstance(settings, ARSettings):
-        settings.check_positions(n_positions)
-
-
-def sample_codes(model, cond: torch.Tensor, settings, seeds: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Full-image generation with the model's sampler: (codes, draft) from Draft-and-Revise, or
-    (codes, None) from raster-order sampling."""
-    from drr.sampling.decode import draft_and_revise
-
-    if model_kind(model) == "ar":
-        return sample_raster(model, cond, settings, seeds), None
-    return draft_and_revise(model, cond, settings, seeds, return_draft=True)
-
-
-def inpaint_codes(model, codes: torch.Tensor, region: torch.Tensor, cond: torch.Tensor, settings,
-                  seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """Generate the `region` of `codes` with the model's sampler (Draft-and-Revise on the region,
-    or raster order given what precedes each position)."""
-    from drr.sampling.decode import draft_and_revise
-
-    if model_kind(model) == "ar":
-        return sample_raster(model, cond, settings, seeds, region=region, init_codes=codes)
-    return draft_and_revise(model, cond, settings, seeds, region=region, init_codes=codes)

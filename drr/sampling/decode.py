@@ -314,7 +314,7 @@ def update(model, codes: torch.Tensor, cond: torch.Tensor, parts: torch.Tensor,
 @torch.inference_mode()
 def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds: torch.Tensor,
                      region: torch.Tensor | None = None, init_codes: torch.Tensor | None = None,
-                     return_draft: bool = False, on_pass=None
+                     return_draft: bool = False, on_pass=None, on_phase=None
                      ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Algorithm 2. cond (B, L) on the model's device; seeds (B,) per-sample seeds (see
     ``sample_seeds``). Inpainting: init_codes (B, N, D) and region (B, N) bool (True = generate);
@@ -322,7 +322,10 @@ def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds:
 
     Returns the codes (B, N, D) int64, and the draft too when return_draft. ``on_pass(m, codes)``,
     when given, sees the codes after the draft (m = 0) and after each revise pass m = 1..M (the
-    draft-to-revised progressions of paper Figure 5).
+    draft-to-revised progressions of paper Figure 5). ``on_phase(name)``, when given, is called
+    when a phase ends: 'draft' after the draft (its partition, uniforms and T_draft steps),
+    'revise' after the M revise passes (also when M = 0); the speed measurement's clock
+    (drr.sampling.speed) marks the time there.
     """
     model.eval()
     c = model.config
@@ -351,6 +354,8 @@ def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds:
     codes = update(model, codes, cond, partition(settings.t_draft), settings.draft, generators,
                    settings.strategy, known)
     draft = codes
+    if on_phase is not None:
+        on_phase("draft")
     if on_pass is not None:
         on_pass(0, codes)
     for m in range(1, settings.revise_iterations + 1):
@@ -358,4 +363,6 @@ def draft_and_revise(model, cond: torch.Tensor, settings: DecodeSettings, seeds:
                        generators)
         if on_pass is not None:
             on_pass(m, codes)
+    if on_phase is not None:
+        on_phase("revise")
     return (codes, draft) if return_draft else codes

@@ -8,7 +8,13 @@ evaluator's format.
         --tokenizer results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt \
         --transformer results/transformers/tiny/checkpoint.pt \
         --out results/samples/tiny [--shard I | --merge-only] [--precision fp32|bf16] \
+        [--device auto|cuda|cpu] \
         [--text-tokenizer bpe.json --captions EVAL_CODE_MAP_DIR]   # text-conditional models
+
+The transformer samples on the config's `device` (drr.core.device: 'cuda' stops with one line when
+there is no GPU) in `sampling.precision` (fp32, with TF32 matmuls on a GPU, or bf16 autocast;
+drr.sampling.sampler.precision); `--device` and `--precision` override them. The merge runs on the
+CPU.
 
 Samples 0..num_samples-1 are cut into shards of ``generation.shard_size``; shard i goes to
 ``OUT/shards/shard-{i:05d}.npz`` (temporary name, fsync, rename, so a killed job never leaves a
@@ -84,10 +90,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_difference(old: dict | None, new: dict) -> str:
-    """' (first difference: key a.b is X there, Y here)' or '' if unknown."""
+    """' (first difference: key a.b is X there, Y here)' or '' if unknown. A key that a stage
+    config leaves out at its value from before it existed (drr.core.stages.ADDED_KEYS) reads as
+    that value."""
+    from drr.core.stages import ADDED_KEYS
+
     if not isinstance(old, dict):
         return ""
-    a, b = _flatten(old), _flatten(new)
+    a, b = {**ADDED_KEYS, **_flatten(old)}, {**ADDED_KEYS, **_flatten(new)}
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             return f" (first difference: {key} is {a.get(key, '<absent>')!r} there, " \
@@ -115,7 +125,7 @@ def _sha(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
-def shard_identity(cfg: dict, models, conds, i: int, precision: str) -> dict:
+def shard_identity(cfg: dict, models, conds, i: int) -> dict:
     """What a finished shard i must have been made with to be reused."""
     start, stop = shard_range(cfg, i)
     return {"format": SHARD_FORMAT, "config_hash": shard_config_hash(cfg),
@@ -123,7 +133,7 @@ def shard_identity(cfg: dict, models, conds, i: int, precision: str) -> dict:
             "tokenizer_sha256": models.tokenizer_sha256,
             "conditions_sha256": _sha(conds(np.arange(start, stop)).numpy()),
             "start": start, "stop": stop, "save_drafts": bool(cfg["generation"]["save_drafts"]),
-            "precision": precision}
+            "precision": cfg["sampling"]["precision"]}
 
 
 def read_shard_meta(path: Path) -> dict | None:
@@ -154,7 +164,7 @@ def shard_done(path: Path, identity: dict, cfg: dict | None = None) -> bool:
             why = config_difference(meta.get("config"), cfg) if key == "config_hash" and cfg else ""
             raise DrrError(f"{path}: field '{key}' is {meta.get(key)!r}, this run has {want!r}"
                            f"{why}; the shard was made with another config, model, conditions "
-                           f"or --precision: use another --out or delete the shard")
+                           f"or precision: use another --out or delete the shard")
     return True
 
 
@@ -168,10 +178,11 @@ def write_npz(path: Path, **arrays) -> None:
 
 
 def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: torch.device,
-               precision: str, progress) -> None:
-    from drr.sampling.ar import sample_codes
+               progress) -> None:
+    from drr.core.device import device_name, sync
     from drr.sampling.decode import sample_seeds
-    from drr.sampling.images import autocast, decode_images, sync
+    from drr.sampling.images import decode_images
+    from drr.sampling.sampler import precision, sample_codes
 
     gen = cfg["generation"]
     start, stop = shard_range(cfg, i)
@@ -184,7 +195,7 @@ def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: to
         idx = np.arange(b0, min(b0 + gen["batch_size"], stop))
         cond = conds(idx).to(device)
         seeds = sample_seeds(cfg["seed"], idx)
-        with autocast(device, precision):
+        with precision(cfg, device):
             codes, draft = sample_codes(model, cond, settings, seeds)  # draft: None for AR
         images.append(decode_images(tok, codes, (h, w, d)))
         if save_drafts:
@@ -193,7 +204,7 @@ def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: to
         progress.update(len(idx))
     sync(device)
     index = np.arange(start, stop, dtype=np.int64)
-    meta = shard_identity(cfg, models, conds, i, precision)
+    meta = shard_identity(cfg, models, conds, i)
     meta.update(config=shard_config(cfg), wall_s=time.monotonic() - t0,
                 device=device_name(device), batch_size=gen["batch_size"])
     arrays = {"images": np.concatenate(images), "index": index,
@@ -206,13 +217,6 @@ def make_shard(cfg: dict, models, conds, settings, i: int, out: Path, device: to
     if captions is not None:
         arrays["captions"] = captions
     write_npz(shard_path(out, i), **arrays)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 # -- merge ------------------------------------------------------------------------------------
@@ -248,10 +252,10 @@ def _shard_arrays(paths: list[Path], key: str):
             yield z[key]
 
 
-def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path:
+def merge(cfg: dict, out: Path, models, conds, settings) -> Path:
     from drr.core.files import write_json
     from drr.core.provenance import provenance
-    from drr.sampling.images import grid_columns, save_grid
+    from drr.sampling.grid import grid_columns, save_grid
 
     gen = cfg["generation"]
     n, shards = gen["num_samples"], num_shards(cfg)
@@ -265,7 +269,7 @@ def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path
         meta = read_shard_meta(p)
         if meta is None:
             raise DrrError(f"{p}: unreadable shard; run without --merge-only to remake it")
-        shard_done(p, shard_identity(cfg, models, conds, i, precision), shard_config(cfg))
+        shard_done(p, shard_identity(cfg, models, conds, i), shard_config(cfg))
         metas.append(meta)
     with np.load(paths[0]) as z:
         res = z["images"].shape[1:]
@@ -312,7 +316,8 @@ def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path
         transformer=str(models.transformer_path), transformer_sha256=models.transformer_sha256,
         tokenizer=str(models.tokenizer_path), tokenizer_sha256=models.tokenizer_sha256,
         decode_settings=asdict(settings), generation=gen, conditions=conds.source,
-        num_samples=n, image_shape=list(res), shards=shards, precision=precision,
+        num_samples=n, image_shape=list(res), shards=shards,
+        precision=cfg["sampling"]["precision"],
         wall_s=sum(m["wall_s"] for m in metas),
         devices=sorted({m["device"] for m in metas}),
         files={"samples": npz.name, "grid": "grid.png" if k else None,
@@ -325,14 +330,17 @@ def merge(cfg: dict, out: Path, models, conds, settings, precision: str) -> Path
 
 def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: int | None = None,
              merge_only: bool = False, text_tokenizer: Path | None = None,
-             captions: Path | None = None, precision: str = "fp32",
+             captions: Path | None = None, precision: str | None = None,
              device: str | None = None) -> Path | None:
     """Make the missing shards (only shard `shard` if given), then merge (unless `shard`).
-    Returns the samples.npz path after a merge, else None."""
+    Returns the samples.npz path after a merge, else None. precision: sets `sampling.precision`
+    (None: the config's); device: the --device option (None: the config's `device`)."""
     from drr.core.config import save_config
+    from drr.core.device import device_name, job_device
     from drr.core.progress import Progress
-    from drr.sampling.ar import check_generation, check_positions, sampling_settings
-    from drr.sampling.images import Conditions, autocast, load_models, pick_device
+    from drr.sampling import sampler
+    from drr.sampling.conditions import Conditions
+    from drr.sampling.models import load_models
 
     out = Path(out)
     gen = cfg["generation"]
@@ -342,13 +350,13 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
                        f"{gen['shard_size']} makes shards 0..{shards - 1}")
     if shard is not None and merge_only:
         raise DrrError("--shard and --merge-only exclude each other")
-    dev = pick_device(device)
-    autocast(dev, precision)  # validates the precision name
-    settings = sampling_settings(cfg)  # DecodeSettings, or ARSettings for kind ar
-    check_generation(cfg)
-    models = load_models(tokenizer, transformer, dev if not merge_only else torch.device("cpu"),
-                         cfg)
-    check_positions(settings, models.transformer.config.num_positions)
+    cfg = sampler.with_precision(cfg, precision)
+    dev = torch.device("cpu") if merge_only else job_device(cfg, device)  # a merge needs no GPU
+    sampler.precision(cfg, dev)  # checks the setting before the models load
+    settings = sampler.sampling_settings(cfg)  # DecodeSettings, or ARSettings for kind ar
+    sampler.check_generation(cfg)
+    models = load_models(tokenizer, transformer, dev, cfg)
+    sampler.check_positions(settings, models.transformer.config.num_positions)
     conds = Conditions(cfg, text_tokenizer, captions)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -356,20 +364,20 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
     if not merge_only:
         todo = [shard] if shard is not None else list(range(shards))
         pending = [i for i in todo if not shard_done(
-            shard_path(out, i), shard_identity(cfg, models, conds, i, precision), shard_config(cfg))]
+            shard_path(out, i), shard_identity(cfg, models, conds, i), shard_config(cfg))]
         skipped = len(todo) - len(pending)
         if skipped:
             log(f"{out}: {skipped} finished shard(s) kept")
         total = sum(shard_range(cfg, i)[1] - shard_range(cfg, i)[0] for i in pending)
         if pending:
             log(f"generating {total} samples in {len(pending)} shard(s) on {device_name(dev)}, "
-                f"batch {gen['batch_size']}, {precision}")
+                f"batch {gen['batch_size']}, {cfg['sampling']['precision']}")
         progress = Progress(int(total), "generate", unit="img")
         for i in pending:
-            make_shard(cfg, models, conds, settings, i, out, dev, precision, progress)
+            make_shard(cfg, models, conds, settings, i, out, dev, progress)
     if shard is not None:
         return None
-    npz = merge(cfg, out, models, conds, settings, precision)
+    npz = merge(cfg, out, models, conds, settings)
     for stale in (out / "shards").glob(".shard-*.tmp"):  # left by killed jobs; every shard is done
         stale.unlink(missing_ok=True)
     log(f"wrote {npz} ({gen['num_samples']} samples)")
@@ -385,10 +393,10 @@ def main(argv=None) -> None:
     p.add_argument("--merge-only", action="store_true", help="only merge the finished shards")
     p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
     p.add_argument("--captions", type=Path, help="eval code map whose captions condition samples")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="transformer precision: fp32 (default) or bf16 autocast; the tokenizer "
-                        "decodes in fp32")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="transformer precision, as --set sampling.precision=... (default: the "
+                        "config's); the tokenizer decodes in fp32")
+    p.add_argument("--device", help="auto | cuda | cuda:N | cpu (default: the config's `device`)")
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)

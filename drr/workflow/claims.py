@@ -9,104 +9,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drr.core.columns import COLUMNS
-from drr.core.config import config_hash
+from drr.core.config import check_schema, config_hash, read_yaml
 from drr.core.errors import DrrError
-from drr.workflow.studies import read_yaml
 
 CLAIMS_FILE = "configs/claims.yaml"
-
-
-KINDS = ("pairs", "trend", "linear_time")
-
-
-PHASES = ("revised", "draft")
-
-
-RUNS = ("ablation", "ar")
 
 
 class Missing(Exception):
     """A result a comparison needs is not there: the comparison reads "n/a, because <reason>"."""
 
 
-def _need(where: str, spec: dict, key: str, choices=None):
-    if key not in spec:
-        raise DrrError(f"{where}: missing field '{key}'")
-    v = spec[key]
-    if choices is not None and v not in choices:
-        raise DrrError(f"{where}.{key}: {v!r} is not one of {', '.join(map(str, choices))}")
-    return v
-
-
 def load_claims(path, studies) -> dict:
-    """configs/claims.yaml, checked against configs/studies.yaml (reports, parameters)."""
+    """configs/claims.yaml, checked against its schema (workflow/schemas/claims.schema.yaml), then
+    against configs/studies.yaml (reports, parameters) and the metric columns (drr.core.columns);
+    each error one line naming the file and the key."""
     path = Path(path)
     data = read_yaml(path)
-    claims = data.get("claims")
-    if not isinstance(claims, dict) or not claims:
-        raise DrrError(f"{path}: field 'claims' must be a non-empty mapping")
+    check_schema(data, "claims", path)
+    claims = data["claims"]
+    params = f"{studies.path.name} parameters: {', '.join(studies.parameters)}"
+
+    def parameter(key, short):
+        if short not in studies.parameters:
+            raise DrrError(f"{key}: unknown parameter {short!r} ({params})")
+
+    def metric(key, name):
+        if name not in COLUMNS:
+            raise DrrError(f"{key}: {name!r} is not one of {', '.join(COLUMNS)}")
+
     for name, c in claims.items():
         where = f"{path}: claims.{name}"
-        if not isinstance(c, dict):
-            raise DrrError(f"{where}: expected a mapping")
-        for key in ("paper", "source"):
-            _need(where, c, key)
-        report = _need(where, c, "report")
-        if report not in studies.reports:
-            raise DrrError(f"{where}.report: unknown report {report!r} ({studies.path.name} has "
+        if c["report"] not in studies.reports:
+            raise DrrError(f"{where}.report: unknown report {c['report']!r} ({studies.path.name} has "
                            f"{', '.join(studies.reports)})")
-        kind = _need(where, c, "kind", KINDS)
-        if "phase" in c:
-            _need(where, c, "phase", PHASES)
-        if kind in ("trend", "linear_time"):
-            p = _need(where, c, "parameter")
-            if p not in studies.parameters:
-                raise DrrError(f"{where}.parameter: unknown parameter {p!r} ({studies.path.name} "
-                               f"parameters: {', '.join(studies.parameters)})")
-            if "x" in c:
-                _need(where, c, "x", ("log2", "linear"))
-        if kind == "trend":
-            _need(where, c, "metric", COLUMNS)
-            _need(where, c, "better", ("lower", "higher"))
-            _need(where, c, "direction", ("improves", "worsens"))
-        if kind == "linear_time":
-            _need(where, c, "metric", ("s_per_sample",))
-        for short in c.get("where", {}) or {}:
-            if short not in studies.parameters:
-                raise DrrError(f"{where}.where: unknown parameter {short!r}")
-        if kind == "pairs":
-            comps = _need(where, c, "comparisons")
-            if not isinstance(comps, list) or not comps:
-                raise DrrError(f"{where}.comparisons: expected a non-empty list")
-            if "for_each" in c:
-                _need(where, c, "for_each", ("cells",))
-            for i, comp in enumerate(comps):
-                w = f"{where}.comparisons[{i}]"
-                if not isinstance(comp, dict):
-                    raise DrrError(f"{w}: expected a mapping with a and b")
-                metric = comp.get("metric", c.get("metric"))
-                if metric is None:
-                    raise DrrError(f"{w}: missing field 'metric' (here or in the claim)")
-                if metric not in COLUMNS:
-                    raise DrrError(f"{w}.metric: {metric!r} is not one of {', '.join(COLUMNS)}")
-                better = comp.get("better", c.get("better"))
-                if better not in ("lower", "higher"):
-                    raise DrrError(f"{w}: field 'better' must be lower or higher (here or in the claim), "
-                                   f"not {better!r}")
-                for side in ("a", "b"):
-                    sel = _need(w, comp, side)
-                    if not isinstance(sel, dict):
-                        raise DrrError(f"{w}.{side}: expected a mapping (cell, run, phase)")
-                    for k in sel:
-                        if k not in ("cell", "run", "phase"):
-                            raise DrrError(f"{w}.{side}: unknown field {k!r} (cell, run, phase)")
-                    if "run" in sel:
-                        _need(f"{w}.{side}", sel, "run", RUNS)
-                    if "phase" in sel:
-                        _need(f"{w}.{side}", sel, "phase", PHASES)
-                    for short in sel.get("cell", {}) or {}:
-                        if short not in studies.parameters:
-                            raise DrrError(f"{w}.{side}.cell: unknown parameter {short!r}")
+        if "parameter" in c:
+            parameter(f"{where}.parameter", c["parameter"])
+        if "metric" in c:
+            metric(f"{where}.metric", c["metric"])
+        for short in c.get("where", {}):
+            parameter(f"{where}.where", short)
+        for i, comp in enumerate(c.get("comparisons", [])):
+            w = f"{where}.comparisons[{i}]"
+            if "metric" in comp:
+                metric(f"{w}.metric", comp["metric"])
+            elif "metric" not in c:
+                raise DrrError(f"{w}: missing field 'metric' (here or in the claim)")
+            if "better" not in comp and "better" not in c:
+                raise DrrError(f"{w}: missing field 'better' (here or in the claim)")
+            for side in ("a", "b"):
+                for short in comp[side].get("cell", {}):
+                    parameter(f"{w}.{side}.cell", short)
     return claims
 
 
@@ -220,7 +172,7 @@ def claims_inputs(plan, claims_path=CLAIMS_FILE) -> dict:
 
 def claims_hash(plan, claims_path=CLAIMS_FILE) -> str:
     """Rerun parameter of the rule: the claims file's content and the cells of the reports it names."""
-    text = (Path(plan.root) / claims_path).read_text()
+    text = (Path(plan.root) / claims_path).read_text(encoding="utf-8")
     return config_hash({"claims": hashlib.sha256(text.encode()).hexdigest(),
                         "cells": {r: [(c.experiment, c.name, c.values) for c in plan.cells(r)]
                                   for r in plan.reports}})

@@ -1,9 +1,10 @@
 """The workflow's plan: which results a suite builds, from what, and what part of a config each depends on.
 
 `Plan(root, workflow_config)`: the suite's experiments, tokenizers, caption tokenizers and reference
-statistics, each report's cells and inputs, and the targets of `snakemake` (rule all). The rule
-files are wiring: their input functions and parameters call a Plan. What part of a config each
-stage depends on (the rules' `hash` parameter) is drr.core.stages.
+statistics, each report's cells, inputs and spec (what its program receives:
+drr.workflow.report_spec), and the targets of `snakemake` (rule all). The rule files are wiring:
+their input functions and parameters call a Plan. What part of a config each stage depends on (the
+rules' `hash` parameter) is drr.core.stages.
 """
 
 from __future__ import annotations
@@ -12,17 +13,39 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from drr.core.config import REPO
+from drr.core.config import REPO, config_hash
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
-from drr.workflow.studies import CELL_SEP, ROLES, Cell, Studies, read_yaml
+from drr.workflow.studies import CELL_SEP, PUBLISHED_FILE, ROLES, Cell, Studies, read_yaml
 
 
 def one_of(names) -> str:
     """A wildcard regex matching exactly these names (nothing, if there are none)."""
     names = sorted(set(names))
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def published_numbers(section: dict, path: list[str], values: dict, phase: str) -> dict:
+    """The published numbers of a cell: section['cells'] of configs/published.yaml walked along
+    `path` (parameter names, or 'phase'), each step keyed by the cell's typed value; {} where the
+    paper gives none."""
+    node = section.get("cells", {})
+    for key in path:
+        if not isinstance(node, dict):
+            return {}
+        node = node.get(phase if key == "phase" else values[key])
+    return node if isinstance(node, dict) else {}
+
+
+def _json_entry(entry: dict) -> dict:
+    """A configs/studies.yaml report entry as JSON data: a label column's `values` mapping (keyed
+    by typed values: 8, true, 'top-c') becomes [value, text] pairs, which keep the keys' types."""
+    out = dict(entry)
+    if "columns" in out:
+        out["columns"] = [dict(c, values=[[k, v] for k, v in c["values"].items()]) if "values" in c else dict(c)
+                          for c in out["columns"]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,7 @@ class Plan:
         self._releases()
         self._references()
         self._reports()
+        self._published: dict | None = None
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -311,18 +335,126 @@ class Plan:
         return {"metrics": [self.metrics_file(e, v) for e, v in runs],
                 "speed": [self.speed_file(e, v) for e, v in runs] if speed else []}
 
+    # -- report specifications (results/reports/<report>.spec.json, drr.workflow.report_spec) ---
+
+    def published(self) -> dict:
+        """configs/published.yaml (read once per plan)."""
+        if self._published is None:
+            self._published = read_yaml(self.root / PUBLISHED_FILE)
+        return self._published
+
+    def unpublished(self, experiments) -> list[str]:
+        """The experiments of the list that reproduce no published row (no `experiment` of a row or
+        section of configs/published.yaml names them): the reports say their runs are small-scale."""
+        linked = set()
+        for section in self.published().values():
+            if isinstance(section, dict):
+                linked.update(r.get("experiment") for r in section.get("rows", []))
+                if isinstance(section.get("experiment"), str):
+                    linked.add(section["experiment"])
+        return [e for e in experiments if e not in linked]
+
+    def _published_section(self, report: str) -> dict:
+        """A table's section of configs/published.yaml, or a figure's points, experiment and note
+        (published.yaml `figures`)."""
+        published = self.published()
+        if self.reports[report].kind == "figure":
+            figures = published.get("figures", {})
+            return {"points": figures.get(report, []), "experiment": figures.get("experiment", {}).get(report),
+                    "note": figures.get("notes", {}).get(report)}
+        if not isinstance(published.get(report), dict):
+            raise DrrError(f"{PUBLISHED_FILE}: no section '{report}' (the table {report} of "
+                           f"{self.studies.path.name} shows its published numbers)")
+        return published[report]
+
     def report_spec(self, report: str) -> dict:
-        """What a report shows besides its input files: its studies.yaml entry, its cells and its
-        published.yaml section (a rerun parameter: editing another report's entry changes nothing here)."""
-        published = read_yaml(self.root / "configs/published.yaml")
-        figures = published.get("figures", {})
-        section = published.get(report)
-        if section is None and report in figures:
-            section = {"points": figures[report], "experiment": figures.get("experiment", {}).get(report),
-                       "note": figures.get("notes", {}).get(report)}
-        return {"studies": self.studies.reports[report], "cells": [(c.experiment, c.name, c.values)
-                                                                    for c in self.cells(report)],
-                "published": section, "suite": self.suite}
+        """What report `report` shows, for its program (drr.reports.tables or .figures): the input
+        of its job, results/reports/<report>.spec.json (drr.workflow.report_spec). Plain JSON data:
+
+        name, kind        the report and table | figure
+        suite, suite_experiments, scale
+                          the suite, its experiments, and the size overlay (null: none)
+        studies           its configs/studies.yaml entry (how it looks; a label column's `values`
+                          as [value, text] pairs, since a JSON key can only be text)
+        cells             [{experiment, variant, values: {parameter: value}, published}], values
+                          typed as configs/studies.yaml gives them (read from text once, here), and
+                          a `layout: cells` table's published numbers of the cell by phase
+        baselines         the experiments of its `baselines` (default runs)
+        published         its configs/published.yaml section (a table's `cells` resolved into the
+                          cells above) or a figure's published points, experiment and note
+        unpublished       the experiments of its cells that reproduce no published row (the banner)
+        experiments       of a `layout: models` table, each experiment shown in a row of its own:
+                          dataset, code shape, transformer parameters (drr.transformer.build)
+        runs              [{experiment, variant, metrics, speed}]: every run it shows and the files
+                          its rule gives the program (speed null unless it shows s/sample)
+        """
+        return self._report_spec(report, count=True)
+
+    def report_hash(self, report: str) -> str:
+        """The `hash` parameter of rule report_spec: the hash of report_spec(report), with the
+        model sections each parameter count is computed from in place of the count (counting
+        builds the model on torch's meta device, and Snakemake's own process should not import
+        torch); the count changes only with those sections."""
+        return config_hash(self._report_spec(report, count=False))
+
+    def _report_spec(self, report: str, count: bool) -> dict:
+        entry = self.studies.reports[report]
+        kind = self.reports[report].kind
+        section = self._published_section(report)
+        cells = self.cells(report)
+        paper = entry.get("paper") if entry.get("layout") == "cells" else None
+        phases = entry.get("phases", ["revised"])
+        experiments = list(dict.fromkeys(c.experiment for c in cells))
+        linked = {r.get("experiment") for r in section.get("rows", [])}
+        own = [e for e in experiments if e not in linked] if entry.get("layout") == "models" else []
+        runs = self.report_inputs(report)
+        return {
+            "name": report, "kind": kind,
+            "suite": self.suite_name, "suite_experiments": list(self.suite["experiments"]),
+            "scale": self.scale,
+            "studies": _json_entry(entry),
+            "cells": [{"experiment": c.experiment, "variant": c.name, "values": dict(c.values),
+                       "published": ({ph: published_numbers(section, paper, dict(c.values), ph) for ph in phases}
+                                     if paper is not None else {})}
+                      for c in cells],
+            "baselines": self.studies.baselines(report, self.suite),
+            "published": {k: v for k, v in section.items() if k != "cells"},
+            "unpublished": self.unpublished(sorted(experiments)),
+            "experiments": {e: self._experiment_facts(e, count) for e in own},
+            "runs": [{"experiment": e, "variant": v, "metrics": m, "speed": s}
+                     for (e, v), m, s in zip(self.report_runs(report), runs["metrics"],
+                                             runs["speed"] or [None] * len(runs["metrics"]))],
+        }
+
+    def _experiment_facts(self, experiment: str, count: bool) -> dict:
+        """What a table prints of an experiment with a row of its own: its dataset, code shape and
+        transformer parameters (counted when `count`, else the sections they are counted from)."""
+        cfg = self.experiments[experiment]
+        out = {"dataset": cfg["data"]["name"], "code_shape": list(cfg["tokenizer"]["model"]["code_shape"])}
+        if not count:
+            return dict(out, model={"transformer": cfg["transformer"]["model"], "tokenizer": cfg["tokenizer"]["model"]})
+        from drr.transformer.build import count_parameters
+        from drr.transformer.model import TransformerConfig
+
+        return dict(out, parameters=count_parameters(TransformerConfig.from_experiment(cfg)))
+
+    def index_spec(self) -> dict:
+        """What reports/index.md lists (drr.reports.index): the suite, the reports it makes (name
+        and title) and those it cannot (with the reason), the pictures, and each experiment's
+        tokenizer."""
+        titles = {n: s["title"] for n, s in self.studies.reports.items()}
+        return {
+            "name": "index", "kind": "index",
+            "suite": self.suite_name, "suite_experiments": list(self.suite["experiments"]),
+            "scale": self.scale,
+            "unpublished": self.unpublished(list(self.suite["experiments"])),
+            "tables": [{"name": n, "title": titles[n]} for n in self.report_names("table")],
+            "figures": [{"name": n, "title": titles[n]} for n in self.report_names("figure")],
+            "missing": {n: self.missing_reason(n) for n in self.report_names("table", False)
+                        + self.report_names("figure", False)},
+            "pictures": self.picture_targets(),
+            "tokenizers": {e: self.experiments[e]["tokenizer"]["name"] for e in self.suite["experiments"]},
+        }
 
     def grid_classes(self, experiment: str) -> list[int]:
         """The classes of an experiment's class grid (configs/studies.yaml pictures.class_grids):

@@ -13,19 +13,22 @@ a cell's name drops the values equal to the experiment's own, in the order of `p
 cell whose config is the experiment's default config is named ``default``. The Snakefile and the
 report scripts both name cells through this module, so a report reads exactly the files the workflow
 made for it.
+
+configs/studies.yaml and configs/published.yaml are checked when read: each against its JSON
+schema (workflow/schemas/), then their references here (a grid's parameters, a label column's
+values, a published section's report and experiments), every error one line naming the file and
+the key.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from drr.core.columns import TABLE_COLUMNS
-from drr.core.config import REPO, SAFE_LOADER, load_config, override_from_dotted
+from drr.core.config import (BASE_CONFIG, REPO, check_schema, load_config, load_schema,
+                             override_from_dotted, parse_yaml, read_yaml)
 from drr.core.errors import DrrError
 
 STUDIES_FILE = "configs/studies.yaml"
@@ -33,28 +36,11 @@ SCALES_DIR = "configs/scales"
 WORKFLOW_FILE = "configs/workflow.yaml"
 PUBLISHED_FILE = "configs/published.yaml"
 ROLES = ("ablation", "vq")
-TABLE_LAYOUTS = ("models", "cells")  # drr.reports.tables.model_table, cell_table
-FIGURE_SHOWS = ("fid", "fid_revised", "pr")  # what a figure panel plots (drr.reports.figures)
-PHASES = ("draft", "revised")  # the rows of a cell's metrics file
-_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 # Between the parameters of a cell name. Not a comma: Snakemake hands a cluster job its wildcards
 # as `--target-jobs rule:key=value,key=value` and splits that on commas, so a variant
 # `t_draft=8,strategy=top-c` reached the SLURM job as variant `t_draft=8` (found by the paper
 # suite's dress rehearsal, tests/test_rehearsal.py).
 CELL_SEP = "+"
-
-
-def read_yaml(path) -> dict:
-    path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=SAFE_LOADER)
-    except FileNotFoundError:
-        raise DrrError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise DrrError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise DrrError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def format_value(v) -> str:
@@ -75,7 +61,8 @@ class Cell:
 
 
 class Studies:
-    """configs/studies.yaml and the experiment configs it is applied to (read from `root`)."""
+    """configs/studies.yaml and the experiment configs it is applied to (read from `root`); also the
+    published numbers of its reports (`published`: configs/published.yaml, checked against it)."""
 
     def __init__(self, root=REPO, path: str = STUDIES_FILE, scale: str | None = None):
         self.root = Path(root)
@@ -86,28 +73,18 @@ class Studies:
             raise DrrError(f"configs/workflow.yaml: key 'scale' is {scale!r}: no folder {SCALES_DIR}/{scale}/ "
                            f"(scales: {', '.join(have) or 'none'}; null for none)")
         data = read_yaml(self.path)
-        for key in ("parameters", "reports", "pictures"):
-            if not isinstance(data.get(key), dict):
-                raise DrrError(f"{self.path}: field '{key}' must be a mapping")
+        check_schema(data, "studies", self.path)
         self.parameters: dict[str, str] = data["parameters"]
         self.reports: dict[str, dict] = data["reports"]
         self.pictures: dict[str, dict] = data["pictures"]
-        for short in self.parameters:
-            if not _NAME.match(short) or "=" in short:
-                raise DrrError(f"{self.path}: parameters: bad short name {short!r}")
+        base = read_yaml(BASE_CONFIG)
+        for short, key in self.parameters.items():
+            if _leaf(base, key) is None:
+                raise DrrError(f"{self.path}: parameters.{short}: '{key}' is not a setting of "
+                               f"{BASE_CONFIG.relative_to(REPO)}")
         for name, spec in self.reports.items():
-            where = f"{self.path}: reports.{name}"
-            exp = spec.get("experiment")
-            if exp not in ROLES + ("all",):
-                raise DrrError(f"{where}.experiment: {exp!r} is not one of {ROLES + ('all',)}")
-            for grid in spec.get("cells", []):
-                for short, values in grid.items():
-                    if short not in self.parameters:
-                        raise DrrError(f"{where}.cells: unknown parameter {short!r} "
-                                       f"(parameters: {', '.join(self.parameters)})")
-                    if not isinstance(values, list) or not values:
-                        raise DrrError(f"{where}.cells.{short}: expected a non-empty list of values")
-            self._check_layout(name, spec)
+            self._check_references(name, spec)
+        self.published = read_published(self.root / PUBLISHED_FILE, self)
         self._configs: dict = {}
 
     # -- report layouts (drr/reports/tables.py, figures.py) -------------------------------------
@@ -117,86 +94,35 @@ class Studies:
         spec = self.reports[report]
         return spec.get("kind", "figure" if report.startswith("fig") else "table")
 
-    def _check_layout(self, name: str, spec: dict) -> None:
-        """The keys that say how a report looks (see configs/studies.yaml), each error one line
-        naming the file and the key."""
-
+    def _check_references(self, name: str, spec: dict) -> None:
+        """What the schema cannot see in a report (it has checked the layout's keys and types):
+        the parameters its grids, label columns, panels and `paper` path name, the values its
+        label columns give text for, the metrics it shows. Each error one line naming the key."""
         where = f"{self.path}: reports.{name}"
-
-        def fail(key, what):
-            raise DrrError(f"{where}.{key}: {what}")
-
-        def names(key, allowed, required=True):
-            v = spec.get(key)
-            if v is None and not required:
-                return
-            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-                fail(key, f"expected a non-empty list of names, got {v!r}")
-            for x in v:
-                if x not in allowed:
-                    fail(key, f"{x!r} is not one of {', '.join(allowed)}")
-
-        kind = self.kind(name)
-        if kind not in ("table", "figure"):
-            fail("kind", f"{kind!r} is not table or figure")
-        if not isinstance(spec.get("title"), str) or not spec["title"].strip():
-            fail("title", "expected a non-empty string")
-        varied = [s for grid in spec.get("cells", []) for s in grid]
-        if kind == "figure":
-            panels = spec.get("panels")
-            if not isinstance(panels, list) or not panels:
-                fail("panels", "expected a non-empty list of {parameter, label, show}")
-            for i, panel in enumerate(panels):
-                if not isinstance(panel, dict) or set(panel) != {"parameter", "label", "show"}:
-                    fail(f"panels[{i}]", f"expected exactly the keys parameter, label, show, got {panel!r}")
-                if panel["parameter"] not in varied:
-                    fail(f"panels[{i}].parameter", f"{panel['parameter']!r} is not a parameter of the "
-                         f"report's cells ({', '.join(dict.fromkeys(varied)) or 'none'})")
-                if not isinstance(panel["label"], str):
-                    fail(f"panels[{i}].label", "expected a string")
-                if panel["show"] not in FIGURE_SHOWS:
-                    fail(f"panels[{i}].show", f"{panel['show']!r} is not one of {', '.join(FIGURE_SHOWS)}")
-            return
-        layout = spec.get("layout")
-        if layout not in TABLE_LAYOUTS:
-            fail("layout", f"{layout!r} is not one of {', '.join(TABLE_LAYOUTS)}")
-        names("metrics", list(TABLE_COLUMNS))
-        if layout == "models":
-            if not isinstance(spec.get("codes", False), bool):
-                fail("codes", f"expected true or false, got {spec['codes']!r}")
-            if "cells" in spec:
-                fail("cells", "a `layout: models` table shows each experiment's default run, not cells")
-            return
-        if "cells" not in spec:
-            fail("cells", "a `layout: cells` table needs cells")
-        names("phases", list(PHASES), required=False)
-        columns = spec.get("columns")
-        if not isinstance(columns, list) or not columns:
-            fail("columns", "expected a non-empty list of {header, parameter, values | format}")
-        for i, col in enumerate(columns):
-            key = f"columns[{i}]"
-            if not isinstance(col, dict) or not {"header", "parameter"} <= set(col) \
-                    or len({"values", "format"} & set(col)) != 1 or len(col) != 3:
-                fail(key, f"expected header, parameter and one of values / format, got {col!r}")
+        for grid in spec.get("cells", []):
+            for short in grid:
+                if short not in self.parameters:
+                    raise DrrError(f"{where}.cells: unknown parameter {short!r} "
+                                   f"(parameters: {', '.join(self.parameters)})")
+        varied = list(dict.fromkeys(s for grid in spec.get("cells", []) for s in grid))
+        of_cells = f"a parameter of the report's cells ({', '.join(varied) or 'none'})"
+        for i, panel in enumerate(spec.get("panels", [])):
+            if panel["parameter"] not in varied:
+                raise DrrError(f"{where}.panels[{i}].parameter: {panel['parameter']!r} is not {of_cells}")
+        for m in spec.get("metrics", []):
+            if m not in TABLE_COLUMNS:
+                raise DrrError(f"{where}.metrics: {m!r} is not one of {', '.join(TABLE_COLUMNS)}")
+        for i, col in enumerate(spec.get("columns", [])):
             if col["parameter"] not in varied:
-                fail(f"{key}.parameter", f"{col['parameter']!r} is not a parameter of the report's "
-                     f"cells ({', '.join(dict.fromkeys(varied))})")
-            if "format" in col:
-                if not isinstance(col["format"], str) or "{}" not in col["format"]:
-                    fail(f"{key}.format", f"expected a string with {{}} for the value, got {col['format']!r}")
-                continue
-            if not isinstance(col["values"], dict):
-                fail(f"{key}.values", "expected a mapping value -> text")
-            for grid in spec["cells"]:
+                raise DrrError(f"{where}.columns[{i}].parameter: {col['parameter']!r} is not {of_cells}")
+            for grid in spec["cells"] if "values" in col else []:
                 for v in grid.get(col["parameter"], []):
                     if v not in col["values"]:
-                        fail(f"{key}.values", f"no text for {col['parameter']} value {v!r}")
-        paper = spec.get("paper")
-        if not isinstance(paper, list) or not all(isinstance(x, str) for x in paper):
-            fail("paper", f"expected a list of parameter names (or phase), got {paper!r}")
-        for x in paper:
+                        raise DrrError(f"{where}.columns[{i}].values: no text for {col['parameter']} "
+                                       f"value {v!r}")
+        for x in spec.get("paper", []):
             if x != "phase" and x not in varied:
-                fail("paper", f"{x!r} is neither phase nor a parameter of the report's cells")
+                raise DrrError(f"{where}.paper: {x!r} is neither phase nor a parameter of the report's cells")
 
     # -- variants -------------------------------------------------------------------------------
 
@@ -226,7 +152,7 @@ class Studies:
                                f"({self.path.name} parameters: {', '.join(self.parameters)})")
             if short in out:
                 raise DrrError(f"variant {variant!r}: parameter {short!r} given twice")
-            out[short] = yaml.safe_load(text)
+            out[short] = parse_yaml(text, f"variant {variant!r}")
         return out
 
     @staticmethod
@@ -316,7 +242,90 @@ class Studies:
 
 def load_suite(name: str, root=REPO, workflow_file: str = WORKFLOW_FILE) -> dict:
     path = Path(root) / workflow_file
-    suites = read_yaml(path).get("suites", {})
+    data = read_yaml(path)
+    check_schema(data, "workflow", path)
+    suites = data["suites"]
     if name not in suites:
         raise DrrError(f"{path}: suites: no suite {name!r} (have {', '.join(sorted(suites))})")
     return suites[name]
+
+
+def _leaf(cfg: dict, dotted: str):
+    """The value of a dotted key that is a setting (not a section) of `cfg`; None if it is not one."""
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, dict) else (node,)
+
+
+def read_published(path, studies: Studies) -> dict:
+    """configs/published.yaml, checked against its schema and then against configs/studies.yaml
+    and configs/experiments/ (see workflow/schemas/published.schema.yaml), each error one line
+    naming the file and the key."""
+    path = Path(path)
+    data = read_yaml(path)
+    check_schema(data, "published", path)
+    tables = [n for n in studies.reports if studies.kind(n) == "table"]
+    figures = [n for n in studies.reports if studies.kind(n) == "figure"]
+    numbers = list(load_schema("published")["$defs"]["numbers"]["properties"])
+
+    def fail(key, what):
+        raise DrrError(f"{path}: {key}: {what}")
+
+    def experiment(key, name):
+        if not studies.experiment_file(name).is_file():
+            fail(key, f"no experiment {name!r} (configs/experiments/{name}.yaml)")
+
+    def cells(node, paper, level, key, section):
+        """`node` holds the values of paper[level]: numbers below the last level, values above."""
+        for value, child in node.items():
+            here = f"{key}.{value}"
+            is_numbers = isinstance(child, dict) and set(child) <= set(numbers)
+            if level + 1 == len(paper):
+                if not is_numbers:
+                    fail(here, f"expected the paper's numbers ({', '.join(numbers)}): "
+                               f"reports.{section}.paper in {studies.path.name} is {', '.join(paper)}")
+            elif is_numbers:
+                fail(here, f"expected values of {paper[level + 1]!r} here: reports.{section}.paper "
+                           f"in {studies.path.name} is {', '.join(paper)}")
+            else:
+                cells(child, paper, level + 1, here, section)
+
+    for section, spec in data.items():
+        if section == "figures":
+            for key in ("experiment", "notes"):
+                for fig in spec.get(key, {}):
+                    if fig not in figures:
+                        fail(f"figures.{key}.{fig}", f"not a figure of {studies.path.name} "
+                                                     f"(figures: {', '.join(figures)})")
+            for fig, name in spec.get("experiment", {}).items():
+                experiment(f"figures.experiment.{fig}", name)
+            for fig, points in spec.items():
+                if fig in ("experiment", "notes"):
+                    continue
+                if fig not in figures:
+                    fail(f"figures.{fig}", f"not a figure of {studies.path.name} (figures: {', '.join(figures)})")
+                panels = [p["parameter"] for p in studies.reports[fig]["panels"]]
+                for i, point in enumerate(points):
+                    if "panel" in point and point["panel"] not in panels:
+                        fail(f"figures.{fig}[{i}].panel", f"{point['panel']!r} is not a panel of {fig} "
+                                                         f"({', '.join(panels)})")
+            continue
+        if section not in tables:
+            fail(section, f"not a table of {studies.path.name} (tables: {', '.join(tables)}; "
+                          "figures go under `figures`)")
+        if "experiment" in spec:
+            experiment(f"{section}.experiment", spec["experiment"])
+        for i, row in enumerate(spec.get("rows", [])):
+            if "experiment" in row:
+                experiment(f"{section}.rows[{i}].experiment", row["experiment"])
+        if "cells" in spec:
+            report = studies.reports[section]
+            if report["layout"] != "cells":
+                fail(f"{section}.cells", f"reports.{section} in {studies.path.name} is a "
+                                         "`layout: models` table: it shows rows, not cells")
+            if report["paper"]:
+                cells(spec["cells"], report["paper"], 0, f"{section}.cells", section)
+    return data

@@ -1,8 +1,9 @@
 # Claims stage: the paper's claims (configs/claims.yaml) against the suite's results, one verdict
-# each, computed by drr.reports.claims under the protocol of docs/small-suite.md. Its inputs are the metrics
-# rows of every run the claims read (cells of the studies.yaml reports they name, and the default
-# runs of the ablation experiment and its AR baseline) and the speed files of the s/sample claims:
-# drr.workflow.claims.claims_inputs asks the plan, so the rule and the program name the same files.
+# each, computed by drr.reports.claims under the protocol of docs/small-suite.md. Its inputs are the
+# claims' spec (rule report_spec: each claim with the runs it compares, resolved by the plan), the
+# metrics rows of every run the claims read (cells of the studies.yaml reports they name, and the
+# default runs of the ablation experiment and its AR baseline) and the speed files of the s/sample
+# claims: drr.workflow.claims.claims_inputs asks the plan, so the rule and the spec name the same files.
 #
 # In rule all only for suite `small`, the suite whose protocol the claims were written for (1,000
 # samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
@@ -22,9 +23,7 @@ rule claims:
         "results/reports/claims.log",
     params:
         py=PY,
-        suite=SUITE,
-        hash=lambda w: drr.workflow.claims.claims_hash(PLAN, drr.workflow.claims.CLAIMS_FILE),
         speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
     shell:
-        "{params.py:q} -m drr.reports.claims --metrics {input.metrics:q} {params.speed:q} --claims {input.claims:q}"
-        " --suite {params.suite:q} --out {output:q} > {log:q} 2>&1"
+        "{params.py:q} -m drr.reports.claims --spec {input.spec:q} --metrics {input.metrics:q} {params.speed:q}"
+        " --out {output:q} > {log:q} 2>&1"

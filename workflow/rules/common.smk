@@ -15,6 +15,7 @@ import drr.data.check
 import drr.workflow.claims
 import drr.workflow.jobenv
 import drr.workflow.plan
+import drr.workflow.report_spec
 from drr.core.errors import DrrError
 
 validate(config, "../schemas/workflow.schema.yaml")
@@ -31,10 +32,9 @@ if _prefix is not None:
     shell.prefix(_prefix)
 
 
-# The `suite` parameter of the report rules (`--suite {params.suite:q}`): the suite, and with a
+# The `suite` parameter of the report_spec rule, passed as `--suite`. The suite, and with a
 # scale (workflow key `scale`: size overlays of configs/scales/<scale>/) [suite, "--scale", scale],
-# so that reports resolve the configs as the jobs did; without one the plain string, the value of
-# runs made before scales existed (a changed parameter would rerun them).
+# so that the reports' specs resolve the configs as the jobs did; without one the plain string.
 SUITE = config["suite"] if config.get("scale") is None else [config["suite"], "--scale", config["scale"]]
 
 # The interpreter running Snakemake runs the rules too (`make setup`'s .venv, or the conda env of
@@ -115,19 +115,31 @@ def text_condition_args(w, input):
 
 
 def report_inputs(w):
-    return PLAN.report_inputs(w.report)
+    """A table's or figure's spec, and the metrics (and speed) files of its runs."""
+    return dict(PLAN.report_inputs(w.report), spec=drr.workflow.report_spec.spec_file(w.report))
 
 
-def report_hash(w):
-    return drr.core.config.config_hash(PLAN.report_spec(w.report))
+def spec_inputs(w):
+    """What a spec is made from besides the plan's configs: the claims file, for the claims' spec."""
+    return {"claims": drr.workflow.claims.CLAIMS_FILE} if w.report == drr.workflow.report_spec.CLAIMS else {}
+
+
+def spec_hash(w):
+    try:
+        return drr.workflow.report_spec.spec_hash(PLAN, w.report)
+    except DrrError as e:
+        raise WorkflowError(str(e))
 
 
 def claims_inputs(w):
-    """Metrics and speed files of every run configs/claims.yaml reads, and the file itself."""
+    """The claims' spec, the metrics and speed files of every run configs/claims.yaml reads, and
+    the tables and figures of the reports its claims name."""
     try:
-        return drr.workflow.claims.claims_inputs(PLAN, drr.workflow.claims.CLAIMS_FILE)
+        inputs = drr.workflow.claims.claims_inputs(PLAN, drr.workflow.claims.CLAIMS_FILE)
     except DrrError as e:
         raise WorkflowError(str(e))
+    inputs.pop("claims")  # read by the spec's job (rule report_spec), not by the report's
+    return dict(inputs, spec=drr.workflow.report_spec.spec_file(drr.workflow.report_spec.CLAIMS))
 
 
 def grid_args(w, input):

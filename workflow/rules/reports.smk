@@ -1,13 +1,39 @@
 # Reports stage: the paper's tables and figures from the cells' metrics (drr/reports). What each
 # report shows is data: configs/studies.yaml names its experiment (the suite's `ablation` or `vq`
 # experiment, or all of them), its cells and its layout; configs/published.yaml holds the paper's
-# numbers. A report program reads only the files its rule declares (--metrics, --speed).
+# numbers. The plan resolves them once into the report's spec (rule report_spec:
+# results/reports/<report>.spec.json), and a report program reads only its spec and the files its
+# rule declares (--metrics, --speed): no config, no plan.
 # Each cell is its own target (results/metrics/<experiment>/<cell>.parquet), so a report rebuilds
 # only the cells that changed, and a cell changes only sampling: no model is retrained.
 TABLES, FIGURES = PLAN.report_names("table"), PLAN.report_names("figure")
-MISSING = {n: PLAN.missing_reason(n) for n in PLAN.report_names("table", False) + PLAN.report_names("figure", False)}
 ABLATION = PLAN.suite["ablation"]
 FIG5 = PLAN.studies.pictures["fig5"]
+
+
+# A report's spec (drr.workflow.report_spec): what it shows, as JSON, from the plan. Its `hash` is
+# the spec's own hash, so an edit of configs/studies.yaml, published.yaml or claims.yaml reruns the
+# specs it changes and, through them, those reports only.
+rule report_spec:
+    input:
+        unpack(spec_inputs),
+    output:
+        "results/reports/{report}.spec.json",
+    log:
+        "results/reports/{report}.spec.log",
+    wildcard_constraints:
+        report=one_of(drr.workflow.report_spec.spec_names(PLAN)),
+    params:
+        py=PY,
+        suite=SUITE,
+        hash=spec_hash,
+    shell:
+        "{params.py:q} -m drr.workflow.report_spec --suite {params.suite:q} --report {wildcards.report:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+localrules:
+    report_spec,
 
 
 rule report_table:
@@ -21,10 +47,8 @@ rule report_table:
         report=one_of(TABLES),
     params:
         py=PY,
-        suite=SUITE,
-        hash=report_hash,
     shell:
-        "{params.py:q} -m drr.reports.tables --suite {params.suite:q} --report {wildcards.report:q}"
+        "{params.py:q} -m drr.reports.tables --spec {input.spec:q}"
         " --metrics {input.metrics:q} --speed {input.speed:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -40,10 +64,8 @@ rule report_figure:
         report=one_of(FIGURES),
     params:
         py=PY,
-        suite=SUITE,
-        hash=report_hash,
     shell:
-        "{params.py:q} -m drr.reports.figures --suite {params.suite:q} --figure {wildcards.report:q}"
+        "{params.py:q} -m drr.reports.figures --spec {input.spec:q}"
         " --metrics {input.metrics:q} --out {output.png:q} > {log:q} 2>&1"
 
 
@@ -119,6 +141,7 @@ rule inpainting_comparison:
 
 rule report_index:
     input:
+        spec=drr.workflow.report_spec.spec_file("index"),
         tables=[f"reports/{t}.md" for t in TABLES],
         figures=[f"reports/{f}.png" for f in FIGURES],
         pictures=PLAN.picture_targets(),
@@ -128,10 +151,5 @@ rule report_index:
         "results/reports/index.log",
     params:
         py=PY,
-        suite=SUITE,
-        tables=TABLES,
-        figures=FIGURES,
-        missing=[f"{n}={why}" for n, why in MISSING.items()],
     shell:
-        "{params.py:q} -m drr.reports.index --suite {params.suite:q} --out {output:q} --tables {params.tables:q}"
-        " --figures {params.figures:q} --pictures {input.pictures:q} --missing {params.missing:q} > {log:q} 2>&1"
+        "{params.py:q} -m drr.reports.index --spec {input.spec:q} --out {output:q} > {log:q} 2>&1"

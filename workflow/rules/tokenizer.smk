@@ -15,13 +15,12 @@ _TOKENIZER_INPROCESS = [t for t in PLAN.trained_tokenizers if t not in _TOKENIZE
 _VGG16 = "torchvision/vgg16-397923af.pth"
 
 
-def tokenizer_train_inputs(w):
-    """The VGG16 file of a tokenizer trained with LPIPS whose tokenizer.loss.vgg16_weights is null."""
-    cfg = PLAN.experiments[PLAN.tokenizer_of[w.tokenizer]]
-    loss = cfg["tokenizer"]["loss"]
-    if loss["perceptual_weight"] > 0 and loss["vgg16_weights"] is None:
-        return {"vgg16": f"{cfg['metrics']['weights_dir']}/{_VGG16}"}
-    return {}
+# The input of each trained tokenizer with LPIPS whose tokenizer.loss.vgg16_weights is null.
+_TOKENIZER_VGG16 = {
+    t: {"vgg16": f"{cfg['metrics']['weights_dir']}/{_VGG16}"}
+    for t, cfg in ((t, PLAN.experiments[PLAN.tokenizer_of[t]]) for t in PLAN.trained_tokenizers)
+    if cfg["tokenizer"]["loss"]["perceptual_weight"] > 0 and cfg["tokenizer"]["loss"]["vgg16_weights"] is None
+}
 
 
 _TRAIN_TOKENIZER_SHELL = (
@@ -30,7 +29,7 @@ _TRAIN_TOKENIZER_SHELL = (
 
 rule train_tokenizer:
     input:
-        unpack(tokenizer_train_inputs),
+        unpack(lambda w: _TOKENIZER_VGG16.get(w.tokenizer, {})),
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
     log:
@@ -51,7 +50,7 @@ rule train_tokenizer:
 
 rule submit_tokenizer:
     input:
-        unpack(tokenizer_train_inputs),
+        unpack(lambda w: _TOKENIZER_VGG16.get(w.tokenizer, {})),
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
     log:

@@ -84,13 +84,13 @@ class StopSignal:
     # When processes were told different things, the one acted on: submitit's requeue signal first.
     PRIORITY = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
-    def rank(self) -> int:
+    def priority(self) -> int:
         """0 when not told to stop, else the received signal's place in PRIORITY, from 1."""
         return 0 if self.requested is None else self.PRIORITY.index(self.requested) + 1
 
-    def adopt(self, rank: int) -> None:
-        """Take the signal of `rank` (see `rank`; the highest any process received) as received."""
-        self.requested = self.PRIORITY[rank - 1]
+    def adopt(self, priority: int) -> None:
+        """Take the signal of `priority` (the highest any process received) as received."""
+        self.requested = self.PRIORITY[priority - 1]
 
     def forward(self) -> None:
         """Hand the received signal to the handler installed before ours, if it was a function."""
@@ -212,8 +212,9 @@ class Checkpoints:
     owner watch); one all-reduce of both flags makes every process agree on the step. Every
     process then waits at a barrier until rank 0 has written the file: under SLURM a task that
     exits first can get the whole job killed, rank 0's save and requeue with it. When stopping,
-    rank 0 hands the signal to the handler installed before ours (submitit's, which requeues the
-    job), every process waits for that too, and all exit 1 (or as that handler exits).
+    every process hands the signal to the handler installed before ours (submitit's: rank 0's
+    requeues the job, the others' return), waits until rank 0's has, and exits 1 (or as that
+    handler exits).
     `finish(step)` saves at the end unless that step is already saved.
     """
 
@@ -234,7 +235,7 @@ class Checkpoints:
         from drr.core import checkpoint, distributed
         timed = (self.minutes is not None and self.main
                  and self.clock() - self.last_save >= 60 * self.minutes)
-        told, timed = distributed.all_max([self.stop.rank(), timed], self.device)
+        told, timed = distributed.all_max([self.stop.priority(), timed], self.device)
         if told or timed or (self.every and step % self.every == 0):
             self.save(step)
         if not told:

@@ -254,12 +254,90 @@ def finished_tokenizer_run(w) -> Path:
     return run / "checkpoint.pt"
 
 
+def poisoned(w, which: str, key: str, value: float) -> Path:
+    """The tokenizer or transformer file with every value of tensor `key` set to `value`."""
+    src = w["tok"] if which == "tokenizer" else w["model"]
+    path = w["bad"] / f"{which}-{key}-{value}.pt"
+    if not path.exists():
+        ckpt = torch.load(src, weights_only=True)
+        ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], value)
+        torch.save(ckpt, path)
+    return path
+
+
+def official_with_nan(w, which: str) -> Path:
+    """An official-layout file of the config's RQ-VAE (or its AR RQ-Transformer) with one NaN."""
+    path = w["bad"] / f"official-{which}-nan.pt"
+    if which == "rqvae":
+        from drr.tokenizer.model import RQVAE, RQVAEConfig
+        from drr.tokenizer.official import save_official
+        model, key = RQVAE(RQVAEConfig(**w["cfg"]["tokenizer"]["model"])), "decoder.conv_out.bias"
+    else:
+        from drr.transformer.build import build_transformer
+        from drr.transformer.model import TransformerConfig
+        from drr.transformer.official import save_official
+        cfg = tiny_config(*SETTINGS, "transformer.model.kind=ar")
+        model, key = build_transformer(TransformerConfig.from_experiment(cfg)), "classifier.linear.bias"
+    with torch.no_grad():
+        dict(model.named_parameters())[key][0] = float("nan")
+    save_official(model, path)
+    return path
+
+
+def code_map_of(w, name: str, codes=None, meta=None, rows=None, codes_type=None) -> Path:
+    """A finished code map like the fixture's (one shard), with its codes, metadata (bytes), rows
+    or the type of its codes column replaced."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dst = w["bad"] / name
+    if not dst.exists():
+        shutil.copytree(w["codes"], dst)
+        part = dst / "part-00000.parquet"
+        table = pq.read_table(part)
+        col = table.column("codes").combine_chunks()
+        if codes is not None:
+            flat = col.values.to_numpy().copy()
+            flat[codes[0]] = codes[1]
+            col = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.int16()), col.type.list_size)
+        if codes_type is not None:
+            col = pa.FixedSizeListArray.from_arrays(col.values.cast(codes_type), col.type.list_size)
+        table = table.set_column(table.column_names.index("codes"), "codes", col)
+        if rows is not None:
+            table = table.slice(0, rows)
+        if meta is not None:
+            table = table.replace_schema_metadata({b"drr": meta})
+        pq.write_table(table, part)
+    return dst
+
+
+def meta_without(w, key: str) -> bytes:
+    import pyarrow.parquet as pq
+    meta = json.loads(pq.read_schema(w["codes"] / "part-00000.parquet").metadata[b"drr"])
+    meta.pop(key)
+    return json.dumps(meta).encode()
+
+
+def a_file(w) -> Path:
+    path = w["bad"] / "a-file"
+    path.write_text("not a folder\n")
+    return path
+
+
+def a_folder(w, name: str) -> Path:
+    path = w["bad"] / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @dataclass
 class Case:
     name: str
     command: Callable[[dict], tuple[str, list[str]]]
     expect: str  # regex the error line must match (it names the file and the field or key)
     needs: str = ""  # "fmnist": Fashion-MNIST must be installed
+    extractor: str = ""  # "fake": features must not be computed; "stub": a cheap 2048-wide one
+    patch: Callable | None = None  # patch(monkeypatch) before the command runs
 
 
 B = "bad/"
@@ -404,6 +482,108 @@ CASES = [
     Case("data root missing over a finished tokenizer run", lambda w: train_tokenizer(
         w, finished_tokenizer_run(w), *sets("data.root=/nonexistent", "data.download=false")),
          r"/nonexistent"),
+    # weights that are not finite: they gave one-code samples and all-zero code maps, exit 0
+    Case("transformer weights NaN (generate)", lambda w: generate(
+        w, transformer=poisoned(w, "transformer", "classifier.linear.weight", float("nan"))),
+         rf"{B}transformer-classifier\.linear\.weight-nan\.pt: field 'state_dict' tensor "
+         r"'classifier\.linear\.weight' holds NaN or inf"),
+    Case("transformer weights inf (generate)", lambda w: generate(
+        w, transformer=poisoned(w, "transformer", "pos_emb_hw", float("inf"))),
+         rf"{B}transformer-pos_emb_hw-inf\.pt: field 'state_dict' tensor 'pos_emb_hw' holds NaN or inf"),
+    Case("tokenizer weights NaN (encode)", lambda w: encode(
+        w, poisoned(w, "tokenizer", "encoder.conv_in.weight", float("nan"))),
+         rf"{B}tokenizer-encoder\.conv_in\.weight-nan\.pt: field 'state_dict' tensor "
+         r"'encoder\.conv_in\.weight' holds NaN or inf"),
+    Case("tokenizer weights NaN (generate)", lambda w: generate(
+        w, tokenizer=poisoned(w, "tokenizer", "encoder.conv_in.weight", float("nan"))),
+         r"encoder\.conv_in\.weight-nan\.pt: field 'state_dict' tensor 'encoder\.conv_in\.weight'"),
+    Case("official RQ-VAE with a NaN (import)", lambda w: ("drr.tokenizer.import_official", [
+        "--config", str(w["config"]), *sets(f"tokenizer.checkpoint={official_with_nan(w, 'rqvae')}"),
+        "--out", str(w["bad"] / "imp-nan/checkpoint.pt")]),
+         rf"{B}official-rqvae-nan\.pt: field 'state_dict' tensor 'decoder\.conv_out\.bias' holds NaN"),
+    Case("official RQ-Transformer with a NaN (import)", lambda w: ("drr.transformer.import_official", [
+        "--config", str(w["config"]), *sets(f"transformer.checkpoint={official_with_nan(w, 'ar')}",
+                                            "transformer.model.kind=ar"),
+        "--tokenizer", str(w["tok"]), "--out", str(w["bad"] / "imp-t-nan/checkpoint.pt")]),
+         rf"{B}official-ar-nan\.pt: field 'state_dict' tensor 'classifier\.linear\.bias' holds NaN"),
+    Case("finite weights whose logits overflow (generate)", lambda w: generate(
+        w, transformer=poisoned(w, "transformer", "classifier.linear.weight", 1e38),
+        out=w["bad"] / "g-overflow"),
+         r"the transformer's logits hold NaN or inf"),
+    # references that are not statistics: checked before any feature is computed
+    Case("reference covariance -I", lambda w: score(
+        w, None, reference_of(w, "ref-neg.npz", sigma=-np.eye(2048)), w["bad"] / "m6.parquet"),
+         rf"{B}ref-neg\.npz: 'sigma' is not positive semi-definite \(smallest eigenvalue -1\)",
+         extractor="fake"),
+    Case("reference mean NaN", lambda w: score(
+        w, None, reference_of(w, "ref-mu-nan.npz", mu=np.full(2048, np.nan)), w["bad"] / "m7.parquet"),
+         rf"{B}ref-mu-nan\.npz: 'mu' holds NaN or inf", extractor="fake"),
+    Case("reference covariance inf", lambda w: score(
+        w, None, reference_of(w, "ref-sigma-inf.npz", sigma=np.diag(np.r_[np.inf, np.ones(2047)])),
+        w["bad"] / "m8.parquet"),
+         rf"{B}ref-sigma-inf\.npz: 'sigma' holds NaN or inf", extractor="fake"),
+    Case("reference covariance not symmetric", lambda w: score(
+        w, None, reference_of(w, "ref-asym.npz", sigma=np.eye(2048) + np.triu(np.ones((2048, 2048)), 1)),
+        w["bad"] / "m9.parquet"),
+         rf"{B}ref-asym\.npz: 'sigma' is not symmetric", extractor="fake"),
+    Case("reference features NaN", lambda w: score(
+        w, None, reference_of(w, "ref-feat-nan.npz", features=np.full((16, 2048), np.nan, np.float32)),
+        w["bad"] / "m10.parquet"),
+         rf"{B}ref-feat-nan\.npz: 'features' holds NaN or inf", extractor="fake"),
+    Case("imported statistics NaN (reference --import)", lambda w: ("drr.metrics.reference", [
+        "--config", str(w["config"]), "--import", str(reference_of(
+            w, "import-nan.npz", mu=np.full(2048, np.nan), meta=None, features=None)),
+        "--out", str(w["bad"] / "imported.npz"), "--cache-dir", ""]),
+         rf"{B}import-nan\.npz: 'mu' holds NaN or inf", extractor="fake"),
+    # a metric outside its possible range stops the job instead of being written
+    Case("FID below 0 (score)", lambda w: score(w, None, None, w["bad"] / "m11.parquet"),
+         rf"{B}m11\.parquet: metric 'fid' of phase revised is -5, outside \[-0\.001, inf\]",
+         extractor="stub", patch=lambda mp: mp.setattr("drr.metrics.maths.fid_from_stats",
+                                                       lambda *a: -5.0)),
+    Case("recall NaN (score)", lambda w: score(w, None, None, w["bad"] / "m12.parquet"),
+         rf"{B}m12\.parquet: metric 'recall' of phase revised is nan, outside \[0, 1\]",
+         extractor="stub", patch=lambda mp: mp.setattr("drr.metrics.maths.precision_recall",
+                                                       lambda *a: ((0.5, float("nan")), None))),
+    # code maps that are not: refused when read, before any work
+    Case("code map of float64 codes (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-float", codes_type=__import__("pyarrow").float64()),
+        out=w["bad"] / "t8/checkpoint.pt"),
+         rf"{B}codes-float/part-00000\.parquet: column 'codes' holds double codes, not integers"),
+    Case("code >= K (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-k", codes=(5, 32)), out=w["bad"] / "t9/checkpoint.pt"),
+         rf"{B}codes-k/part-00000\.parquet: column 'codes' spans \[0, 32\], outside the "
+         r"codebook's 0\.\.31"),
+    Case("code >= K (inpaint)", lambda w: inpaint(w, code_map_of(w, "codes-k", codes=(5, 32))),
+         rf"{B}codes-k/part-00000\.parquet: column 'codes' spans \[0, 32\]"),
+    Case("negative code (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-neg", codes=(7, -1)), out=w["bad"] / "t10/checkpoint.pt"),
+         rf"{B}codes-neg/part-00000\.parquet: column 'codes' spans \[-1, \d+\]"),
+    Case("negative code (inpaint)", lambda w: inpaint(w, code_map_of(w, "codes-neg", codes=(7, -1))),
+         rf"{B}codes-neg/part-00000\.parquet: column 'codes' spans \[-1, \d+\]"),
+    Case("code map metadata not JSON (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-meta", meta=b"{not json"), out=w["bad"] / "t11/checkpoint.pt"),
+         rf"{B}codes-meta/part-00000\.parquet: metadata 'drr' is not JSON"),
+    Case("code map without code_shape (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-noshape", meta=meta_without(w, "code_shape")),
+        out=w["bad"] / "t12/checkpoint.pt"),
+         rf"{B}codes-noshape/part-00000\.parquet: metadata 'code_shape' is None, expected \[H, W, D\]"),
+    Case("code map of 0 rows (train)", lambda w: train_transformer(
+        w, codes=code_map_of(w, "codes-empty", rows=0), out=w["bad"] / "t13/checkpoint.pt"),
+         rf"{B}codes-empty: holds no rows"),
+    # --out where it cannot be: found before any work
+    Case("--out naming a file (generate)", lambda w: generate(w, out=a_file(w)),
+         rf"{B}a-file: is a file; --out names the folder of the samples"),
+    Case("--out inside a file (train)", lambda w: train_transformer(w, out=a_file(w) / "checkpoint.pt"),
+         rf"{B}a-file: is a file, but the output goes into a folder of that name"),
+    Case("--out naming a folder (train)", lambda w: train_transformer(
+        w, out=a_folder(w, "ckpt-folder")),
+         rf"{B}ckpt-folder: is a folder, and this output is a file"),
+    Case("--out naming a folder (score)", lambda w: score(w, None, None, a_folder(w, "m.parquet")),
+         rf"{B}m\.parquet: is a folder, and this output is a file", extractor="fake"),
+    Case("--out naming a file (encode)", lambda w: ("drr.codes.encode", [
+        "--config", str(w["config"]), "--tokenizer", str(w["tok"]), "--split", "test",
+        "--out", str(a_file(w))]),
+         rf"{B}a-file: is a file, and this output is a folder"),
 ]
 
 
@@ -437,8 +617,12 @@ def test_hostile_input_is_refused(case, w, capsys, monkeypatch):
     if case.needs == "fmnist" and not FMNIST.is_dir():
         pytest.skip("Fashion-MNIST (Debian dataset-fashion-mnist) not installed")
     monkeypatch.chdir(REPO)
-    if case.name.startswith("reference of another") or case.name.startswith("samples"):
-        monkeypatch.setattr("drr.metrics.inception.load_inception", lambda *a, **k: FakeExtractor())
+    if case.name.startswith("reference of another") or case.name.startswith("samples") \
+            or case.extractor:
+        monkeypatch.setattr("drr.metrics.inception.load_inception", lambda *a, **k: (
+            StubExtractor() if case.extractor == "stub" else FakeExtractor()))
+    if case.patch is not None:
+        case.patch(monkeypatch)
     command = case.command(w)  # builds the hostile files first
     check_refused(w, command, case.expect, capsys)
     if case.name == "data root missing over a finished tokenizer run":
@@ -455,6 +639,18 @@ class FakeExtractor:
     def __call__(self, images):
         FakeExtractor.calls += 1
         raise AssertionError("features were computed for an input that should have been refused")
+
+
+class StubExtractor:
+    """A cheap 2048-wide extractor (the pixels, repeated), where a case must compute features."""
+    id = "stub"
+    pool_dim = 2048
+    preprocessing = "stub"
+    logits_note = "no logits: stub"
+
+    def __call__(self, images):
+        x = images.float().flatten(1) / 255
+        return {"pool": x.repeat(1, -(-2048 // x.shape[1]))[:, :2048].numpy()}
 
 
 def test_second_writer_stops_naming_folder_and_holder(w, capsys, monkeypatch):
@@ -545,6 +741,153 @@ def test_full_disk_during_generation_leaves_no_partial_file(w, capsys, monkeypat
     check_refused(w, generate(w, out=out), rf"{B}gen-full/\S+: cannot be written \(No space left on device\)",
                   capsys)
     assert not [p for p in out.rglob("*") if p.is_file() and p.suffix in (".npz", ".tmp")]
+
+
+def fill(fs: Path, leave_bytes: int) -> None:
+    """Fill the tmpfs at `fs` until `leave_bytes` (page-rounded) are free."""
+    with open(fs / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    os.truncate(fs / "filler", max(0, (fs / "filler").stat().st_size - leave_bytes))
+
+
+@pytest.mark.parametrize("free_kb", [0, 4, 8, 12, 16, 20])
+def test_full_disk_while_samples_are_merged_is_one_line(w, small_fs, capsys, monkeypatch, free_kb):
+    """A real full disk (tmpfs) at different points of the merge: config.yaml, samples.npz (its
+    members, the zip's central directory), grid.png, samples.json. One line naming the file, no
+    ZipFile complaint when the half-written zip is collected, no temporary left."""
+    import gc
+
+    fs = small_fs(f"full{free_kb}", 1024)
+    out = fs / "t"
+    shutil.copytree(w["samples"].parent / "shards", out / "shards")
+    (fs / ".t.samples.lock").write_text("pid 1234567\n")
+    fill(fs, free_kb * 1024)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    line = check_refused(w, generate(w, None, None, out, "--merge-only"),
+                         rf"{fs}/t/[\w.-]+: cannot be written \(No space left on device\)", capsys)
+    gc.collect()
+    assert not unraisable, [str(u.exc_value) for u in unraisable]
+    assert not [p for p in fs.rglob("*.tmp")]
+    failed = line.split(": cannot be written")[0].rsplit("/", 1)[1]
+    if failed in ("grid.png", "samples.json"):  # samples.npz was complete before the disk was full
+        with np.load(out / "samples.npz") as z, np.load(w["samples"]) as ref:
+            np.testing.assert_array_equal(z["arr_0"], ref["arr_0"])
+    else:
+        assert failed in ("config.yaml", "samples.npz") and not (out / "samples.npz").exists()
+    print(f"disk full at {failed}")
+
+
+def test_full_disk_while_encoding_names_the_shard(w, small_fs, capsys, monkeypatch):
+    fs = small_fs("full-encode", 64)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (2000, 3, 16, 16), dtype=np.uint8))
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return {"image": images[i], "index": i, "label": 0, "caption": ""}
+
+        def description(self):
+            return {"dataset": "synthetic", "num_images": len(images)}
+
+    monkeypatch.setattr("drr.data.build_dataset", lambda *a, **k: Images())
+    check_refused(w, ("drr.codes.encode", [
+        "--config", str(w["config"]), "--tokenizer", str(w["tok"]), "--split", "train",
+        "--out", str(fs / "codes"), *sets("tokenizer.encode.rows_per_shard=200")]),
+        rf"{fs}/codes\.partial/(part-\d{{5}}\.parquet|_SUCCESS): cannot be written "
+        r"\(.*No space left on device\)", capsys)
+    assert not (fs / "codes").exists()
+
+
+def test_a_missing_slurm_client_is_one_line_before_anything_is_submitted(tmp_path):
+    """--profile slurm on a machine without SLURM's commands: one error line naming them and the
+    package, in seconds, before any job (it was some 60 lines naming only sacct, after 40 s); a dry
+    run passes."""
+    from workflow_fixtures import SNAKEMAKE, copy_workflow
+
+    cwd = copy_workflow(tmp_path)
+    path = tmp_path / "bin"  # the machine's commands, SLURM's taken out
+    path.mkdir()
+    slurm = {"sbatch", "squeue", "sacct", "scontrol", "sinfo", "srun", "salloc", "scancel",
+             "sacctmgr", "sstat", "sprio", "sshare", "sattach", "sbcast", "sdiag", "sreport",
+             "strigger", "scrontab"}
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for cmd in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            if cmd.name not in slurm and not os.path.lexists(path / cmd.name):
+                (path / cmd.name).symlink_to(cmd)
+    env = dict(os.environ, PATH=str(path), PYTHONPATH=str(REPO))
+    target = "results/tokenizers/tiny-fmnist-rq8x8x4/checkpoint.pt"
+    t0 = time.monotonic()
+    r = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "--config", "suite=tiny", "--", target],
+                       cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    took = time.monotonic() - t0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert errors[0] == (
+        "error: executor slurm: SLURM's sbatch, squeue, sacct, scontrol are not on the PATH; "
+        "install SLURM's client commands (sbatch, squeue, sacct, scontrol: Debian/Ubuntu package "
+        "slurm-client) or drop --profile slurm (or --executor slurm) to run on this machine")
+    assert "sacct: error" not in r.stdout + r.stderr and took < 30
+    assert not (cwd / "results").exists()
+    dry = subprocess.run([*SNAKEMAKE, "--profile", "slurm", "--config", "suite=tiny", "-n", "--",
+                          target], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+
+
+def test_ar_sampling_stops_on_logits_that_are_not_finite():
+    from drr.core.errors import DrrError
+    from drr.sampling.ar import ARSettings, sample_raster
+    from drr.transformer.build import build_transformer
+    from drr.transformer.model import TransformerConfig
+
+    cfg = tiny_config(*SETTINGS, "transformer.model.kind=ar")
+    torch.manual_seed(0)
+    model = build_transformer(TransformerConfig.from_experiment(cfg))
+    settings = ARSettings.from_config(cfg["sampling"])
+    cond = torch.zeros(2, 1, dtype=torch.long)
+    seeds = torch.arange(2)
+    codes = sample_raster(model, cond, settings, seeds)  # finite weights, finite logits: samples
+    assert codes.shape == (2, 16, 2)
+    with torch.no_grad():
+        model.classifier.linear.weight.fill_(1e38)  # finite, but the logits overflow
+    with pytest.raises(DrrError, match=r"the transformer's logits hold NaN or inf"):
+        sample_raster(model, cond, settings, seeds)
+
+
+def test_metric_ranges_allow_rounding_only():
+    from drr.core.errors import DrrError
+    from drr.metrics.score import check_ranges
+
+    row = {"phase": "revised", "samples_path": "s.npz", "reference_id": "r"}
+    check_ranges([{**row, "fid": -1e-9, "precision": 0.0, "recall": 1.0}], "m.parquet")
+    check_ranges([{**row, "fid": None, "precision": None, "recall": None}], "m.parquet")
+    for bad in ({"fid": -0.01}, {"fid": float("nan")}, {"fid": float("inf")},
+                {"precision": 1.0000001}, {"recall": -0.5}):
+        with pytest.raises(DrrError, match=rf"m\.parquet: metric '{next(iter(bad))}'"):
+            check_ranges([{**row, **bad}], "m.parquet")
+
+
+def test_a_covariance_is_accepted_within_rounding_and_refused_beyond():
+    from drr.core.errors import DrrError
+    from drr.metrics.reference import check_statistics
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(100, 256))  # fewer samples than dimensions: a singular covariance
+    sigma = np.cov(feats, rowvar=False)
+    check_statistics("r.npz", feats.mean(0), sigma, feats.astype(np.float32))
+    check_statistics("r.npz", feats.mean(0), sigma + 1e-12 * rng.normal(size=sigma.shape))
+    v = np.linalg.eigh(sigma)[1][:, 0]
+    with pytest.raises(DrrError, match=r"r\.npz: 'sigma' is not positive semi-definite"):
+        check_statistics("r.npz", feats.mean(0), sigma - 0.01 * np.outer(v, v) * np.abs(sigma).max())
+    with pytest.raises(DrrError, match=r"'mu' holds <U1 values, not numbers"):
+        check_statistics("r.npz", np.array(["a"]), sigma)
 
 
 # --- kills: only the process that started a job is killed ---------------------------------------

@@ -5,18 +5,20 @@
         --out results/codes/tiny-fmnist-rq8x8x4/fashion-mnist/train
 
 Shards are written under <out>.partial/ and the folder is renamed to <out> when complete; a killed
-run resumes after the last finished shard when the same command is run again.
+run resumes after the last finished shard when the same command is run again (a damaged shard, or
+one left by a run with another tokenizer or data, is removed and made again: drr.codes.store).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from drr.codes.store import CodeMapWriter
+from drr.codes.store import CodeMapWriter, partial_folder
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.lock import hold
@@ -30,8 +32,9 @@ def encode_split(cfg: dict, tokenizer_path: Path, split: str, out: Path) -> Path
     from drr.tokenizer.io import load_tokenizer
     from drr.tokenizer.train import to_model_range
 
-    if out.exists():
+    if os.path.lexists(out):
         raise DrrError(f"{out}: already exists; remove it to rebuild the code map")
+    partial_folder(out)  # checked before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, ckpt, sha = load_tokenizer(tokenizer_path, device)
     mcfg = ckpt["model_config"]
@@ -40,7 +43,7 @@ def encode_split(cfg: dict, tokenizer_path: Path, split: str, out: Path) -> Path
         "code_shape": list(mcfg["code_shape"]), "codebook_size": mcfg["codebook_size"],
         "tokenizer": cfg["tokenizer"]["name"], "tokenizer_sha256": sha,
         "dataset": cfg["data"]["name"], "split": split, "num_rows": len(dataset),
-        "data": describe(cfg["data"], split), "provenance": provenance(cfg),
+        "data": describe(cfg["data"], split, dataset), "provenance": provenance(cfg),
     }
     ecfg = cfg["tokenizer"]["encode"]
     writer = CodeMapWriter(out, meta, ecfg["rows_per_shard"])
@@ -70,7 +73,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        with hold(args.out.parent, args.out.name):
+        with hold(args.out.parent, args.out.name, output_is_folder=True):
             encode_split(cfg, args.tokenizer, args.split, args.out)
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from drr.core.errors import DrrError
+from drr.core.files import write_text
 
 EXECUTORS = ("inprocess", "local", "slurm")
 
@@ -131,7 +132,7 @@ def launch(job, launch: dict, folder, name: str, poll_s: float = 30.0):
         executor = make_executor(launch, folder / "%j", name)
         submitted = executor.submit(job)
         if launch["executor"] == "slurm":
-            (folder / JOB_ID_FILE).write_text(f"{submitted.job_id} {fingerprint}\n")
+            write_text(folder / JOB_ID_FILE, f"{submitted.job_id} {fingerprint}\n")
         print(f"submitted {launch['executor']} job {submitted.job_id}; logs: {submitted.paths.stdout} "
               f"and {submitted.paths.stderr}", file=sys.stderr, flush=True)
     shown, last = None, time.monotonic()

@@ -4,7 +4,9 @@ Every stage that writes into a folder (training, code maps, sample generation, m
 ``<folder>/.<name>.lock`` with ``fcntl.flock`` while it runs. The operating system releases the
 lock when the holder exits or is killed, so a lock is never left behind by a dead job. A second
 writer of the same output waits up to `WAIT_S` seconds (a killed holder may still be saving its
-state), then stops with one line naming the folder and the holder's pid.
+state), then stops with one line naming the folder and the holder's pid. The lock file is opened
+without following a link (drr.core.files.open_regular): a link planted at its name is refused in
+one line, never written through.
 
 A writer also stops when the process that started it dies (`watch_owner`): Snakemake runs each
 job as ``bash -c '... python -m drr...'``, so when only Snakemake is killed its job's shell and
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from drr.core.errors import DrrError
+from drr.core.files import open_regular
 
 WAIT_S = 60.0   # seconds a second writer waits for the holder before it stops
 POLL_S = 1.0    # seconds between checks of the lock (waiting) and of the owner (watching)
@@ -52,19 +55,30 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def hold(folder, name: str, enabled: bool = True, watch: bool = True):
+def hold(folder, name: str, enabled: bool = True, watch: bool = True,
+         output_is_folder: bool = False):
     """Hold the lock of output `name` in `folder` (created if needed) for the block, and stop this
     process if its owner dies (`watch`). Also the writability check of `folder`: a folder that
-    cannot be written is a DrrError before any work is done. `enabled` False (ranks other than 0
-    of a distributed job): no lock, no watcher."""
+    cannot be written, a file where the folder should be, or a folder at ``folder/name`` where the
+    output is a file (a file there, with `output_is_folder`) is a DrrError before any work is done.
+    `enabled` False (ranks other than 0 of a distributed job): no lock, no watcher."""
     if not enabled:
         yield
         return
     folder = Path(folder)
     path = lock_path(folder, name)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise DrrError(f"{folder}: is a file, but the output goes into a folder of that name")
+    out = folder / name
+    if out.is_dir() and not out.is_symlink() and not output_is_folder:
+        raise DrrError(f"{out}: is a folder, and this output is a file; remove the folder or name "
+                       f"another output")
+    if output_is_folder and os.path.lexists(out) and not out.is_dir():
+        raise DrrError(f"{out}: is a file, and this output is a folder; remove the file or name "
+                       f"another output")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        f = open(path, "a+")
+        f = open_regular(path, "a+")
     except OSError as e:
         raise DrrError(f"{folder}: output folder cannot be written ({e.strerror})") from None
     try:

@@ -40,6 +40,12 @@ The entry lives at ``<cache-dir>/<key>.npz`` and is linked or copied to ``--out`
 ``--out`` or cache entry whose stored key material differs from the request (other images, other
 preprocessing, other extractor) is refused with an error naming the file and what differs; it is
 never reused or silently replaced.
+
+Statistics and features are checked when a reference is read, and an imported file's before any
+feature is computed (`check_statistics`): ``mu`` finite, ``sigma`` finite, symmetric and positive
+semi-definite (both within float rounding), features finite. A covariance that is not one gives a
+FID with no meaning (negative, even), not an error, so it is refused in one line naming the file
+and the array.
 """
 
 from __future__ import annotations
@@ -164,6 +170,37 @@ def _short(v) -> str:
 
 # --- files -----------------------------------------------------------------------------------------
 
+SYMMETRY_TOL = 1e-6  # |S - S^T| allowed, relative to max |S|: rounding of a float64 covariance
+PSD_TOL = 1e-6       # eigenvalue of S allowed below 0, relative to max |S|: rounding as well
+
+
+def check_statistics(path, mu, sigma, features=None) -> None:
+    """DrrError naming `path` and the array unless `mu` and `features` (None: none) are finite
+    numbers and `sigma` is a covariance: finite, symmetric and positive semi-definite within
+    rounding (Cholesky of S + PSD_TOL max|S| I). Shapes are checked by the scorer, against the
+    extractor's width."""
+    for key, arr in (("mu", mu), ("sigma", sigma), ("features", features)):
+        if arr is None:
+            continue
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise DrrError(f"{path}: '{key}' holds {arr.dtype} values, not numbers")
+        if not np.isfinite(arr).all():
+            raise DrrError(f"{path}: '{key}' holds NaN or inf")
+    if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1] or not sigma.size:
+        return
+    s = np.asarray(sigma, np.float64)
+    scale = float(np.abs(s).max()) or 1.0
+    asym = float(np.abs(s - s.T).max())
+    if asym > SYMMETRY_TOL * scale:
+        raise DrrError(f"{path}: 'sigma' is not symmetric (|S - S^T| up to {asym:.3g}); not a "
+                       f"covariance")
+    try:
+        np.linalg.cholesky(s + np.eye(len(s)) * (PSD_TOL * scale))
+    except np.linalg.LinAlgError:
+        low = float(np.linalg.eigvalsh(s)[0])
+        raise DrrError(f"{path}: 'sigma' is not positive semi-definite (smallest eigenvalue "
+                       f"{low:.3g}); not a covariance") from None
+
 @dataclass
 class Reference:
     path: Path
@@ -200,7 +237,9 @@ def read_reference(path) -> Reference:
             if key not in z.files:
                 raise DrrError(f"{path}: no '{key}' array; not a drr reference file")
         feats = z["features"] if "features" in z.files else None
-        return Reference(path, z["mu"], z["sigma"], feats, meta)
+        mu, sigma = z["mu"], z["sigma"]
+    check_statistics(path, mu, sigma, feats)
+    return Reference(path, mu, sigma, feats, meta)
 
 
 def write_reference(path, mu, sigma, features, meta: dict) -> None:
@@ -234,6 +273,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     if src.resolve() == dst.resolve():
         return
     with atomic_path(dst) as tmp:
+        tmp.unlink()  # a hard link needs a free name; the temporary's was reserved by atomic_path
         try:
             os.link(src, tmp)
         except OSError:
@@ -344,6 +384,7 @@ def compute_import(src: Path, info, cfg: dict, extractor, batch_size: int):
         if mu.shape != (d,) or sigma.shape != (d, d):
             raise DrrError(f"{src}: mu {mu.shape} / sigma {sigma.shape} are not ({d},) / ({d}, {d}) "
                            f"pool statistics")
+        check_statistics(src, mu, sigma)
         stats_from = tag
     if image_key:
         from drr.metrics.samples import NpzImages
@@ -376,6 +417,8 @@ def compute_import(src: Path, info, cfg: dict, extractor, batch_size: int):
             allf = np.asarray(z[feat_key], np.float32)
         if allf.ndim != 2 or allf.shape[1] != d:
             raise DrrError(f"{src}: '{feat_key}' features have shape {allf.shape}, expected (N, {d})")
+        if not np.isfinite(allf).all():
+            raise DrrError(f"{src}: '{feat_key}' holds NaN or inf")
         mm = min(cfg["metrics"]["pr_reference_size"], len(allf))
         feats, feats_from = allf[pr_indices(len(allf), mm)], tag
         if mu is None:

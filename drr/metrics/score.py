@@ -173,6 +173,19 @@ def check_reference(ref, extractor, cfg: dict, resolution: int) -> str | None:
     return "; ".join(notes) or None
 
 
+FID_ROUNDING = 1e-3  # a FID below -FID_ROUNDING is not rounding: features or statistics are broken
+
+
+def check_ranges(rows: list[dict], out) -> None:
+    """DrrError before any row is written if a metric is outside its possible range (or NaN)."""
+    for r in rows:
+        for key, lo, hi in (("fid", -FID_ROUNDING, np.inf), ("precision", 0, 1), ("recall", 0, 1)):
+            if r.get(key) is not None and not (lo <= r[key] <= hi and np.isfinite(r[key])):
+                raise DrrError(f"{out}: metric '{key}' of phase {r['phase']} is {r[key]:.6g}, outside "
+                               f"[{lo}, {hi}]: not written (check {r['samples_path']} and reference "
+                               f"{r['reference_id']})")
+
+
 def check_min_samples(n: int, cfg: dict, path, key: str) -> None:
     need = cfg["metrics"]["min_samples"]
     if need is not None and n < need:
@@ -237,7 +250,7 @@ def cached_features(images: NpzImages, extractor, batch_size: int, clip, caption
                 pool = z["pool"]
                 logits = z["logits"] if "logits" in z.files else None
                 cos = z["cos"] if "cos" in z.files else None
-            if len(pool) == len(images):
+            if len(pool) == len(images) and np.isfinite(pool).all():
                 log(f"{desc}: features from cache {entry}")
                 return pool, logits, cos
         except Exception:  # a damaged entry is recomputed and replaced
@@ -425,6 +438,7 @@ def main(argv=None) -> None:
         with hold(args.out.parent, args.out.name):  # also: the output folder is writable
             rows = score(cfg, args.samples, args.reference, phases, args.experiment or exp,
                          args.variant or var, device=args.device, features_cache=args.features_cache)
+            check_ranges(rows, args.out)
             write_rows(rows, args.out)
         log(f"wrote {args.out} ({len(rows)} row{'s' * (len(rows) != 1)})")
 

@@ -91,7 +91,7 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
     (B, N, D, K) in the logits' dtype (float32 under bf16 autocast), NaN where nothing was sampled
     (for tests).
     """
-    from drr.sampling.decode import filter_logits, guide, sample_categorical
+    from drr.sampling.decode import check_logits, filter_logits, guide, sample_categorical
 
     if model.config.kind != "ar":
         raise DrrError(f"transformer.model.kind: raster-order sampling needs an 'ar' model, this "
@@ -122,6 +122,7 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
                             for g in generators]).to(device) if b else \
         torch.zeros(0, n, depth, dtype=torch.float64, device=device)
     logits_seen = None
+    finite = torch.ones((), dtype=torch.bool, device=device)
     todo = region.any(0).cpu()
     if b == 0 or not todo.any():
         return (codes, torch.full((b, n, depth, c.codebook_size), float("nan"), device=device)) \
@@ -144,6 +145,7 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
                     logits = logits.float()
                 if guided:
                     logits = guide(logits[:b], logits[b:], settings.guidance)
+                finite &= torch.isfinite(logits).all()
                 if return_logits:
                     if logits_seen is None:
                         logits_seen = torch.full((b, n, depth, logits.shape[-1]), float("nan"),
@@ -158,4 +160,5 @@ def sample_raster(model, cond: torch.Tensor, settings: ARSettings, seeds: torch.
             codes[:, pos] = torch.where(region[:, pos, None], sampled, codes[:, pos])
         if pos + 1 < n:
             h = model.extend(cache, rows(codes[:, pos:pos + 1]), pos)[:, -1]
+    check_logits(finite)
     return (codes, logits_seen) if return_logits else codes

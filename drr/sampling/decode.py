@@ -190,6 +190,14 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     return logits
 
 
+def check_logits(finite: torch.Tensor) -> None:
+    """DrrError unless `finite` (all logits of a sampling pass were finite) holds: NaN or inf
+    logits would silently give the last code everywhere. One check per pass: no per-step sync."""
+    if not bool(finite):
+        raise DrrError("the transformer's logits hold NaN or inf (its weights, or an overflow "
+                       "under --precision bf16); no sample is written")
+
+
 def sample_categorical(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sampling: probs (M, K) (need not be normalised), uniforms (M,) in [0, 1) ->
     (M,) int64 codes. Never returns a zero-probability code."""
@@ -225,12 +233,14 @@ def _sample_stacks(model, codes: torch.Tensor, mask: torch.Tensor, cond: torch.T
     confidence = torch.zeros(m, dtype=torch.float64, device=codes.device) if score else None
     cache = KVCache(depth)  # the depth transformer reads one new token a depth
     partial = h.new_zeros(len(h), model.code_emb.shape[1], dtype=model.code_emb.dtype)
+    finite = torch.ones((), dtype=torch.bool, device=codes.device)
     for d in range(depth):
         logits = model.depth_step(cache, h, partial, d)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         if guided:
             logits = guide(logits[:m], logits[m:], phase.guidance)
+        finite &= torch.isfinite(logits).all()
         filtered = filter_logits(logits, phase.temperature, phase.top_k, phase.top_p)
         code = sample_categorical(filtered.softmax(-1), u[:, d])
         if score:
@@ -239,6 +249,7 @@ def _sample_stacks(model, codes: torch.Tensor, mask: torch.Tensor, cond: torch.T
         if d + 1 < depth:
             e = F.embedding(code, model.code_emb)
             partial = partial + (torch.cat([e, e]) if guided else e)
+    check_logits(finite)
     return torch.stack(stacks, dim=1), confidence
 
 

@@ -45,6 +45,7 @@ and, with drafts, ``OUT/drafts-grid.png``; all atomically, samples.json last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -293,8 +294,8 @@ def merge(cfg: dict, out: Path, models, conds, settings) -> Path:
 
     npz = out / "samples.npz"
     with atomic_path(npz) as tmp:
-        with open(tmp, "wb") as f:
-            z = _NpzStream(f)
+        # closing(): a failed write (a full disk) ends the zip before its file is closed
+        with open(tmp, "wb") as f, contextlib.closing(_NpzStream(f)) as z:
             z.array("arr_0", np.uint8, (n, *res), images("images", grid))
             z.array("index", np.int64, (n,), _shard_arrays(paths, "index"))
             if conds.type == "class":
@@ -343,6 +344,8 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
     from drr.sampling.models import load_models
 
     out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise DrrError(f"{out}: is a file; --out names the folder of the samples")
     gen = cfg["generation"]
     shards = num_shards(cfg)
     if shard is not None and not 0 <= shard < shards:

@@ -5,9 +5,9 @@
 
 The file named by `tokenizer.checkpoint` must be ``{'state_dict': ...}`` with exactly the official
 key names and shapes (see ../shared/reference/official-checkpoint-keys/in256-rqvae-8x8x4.txt); a
-missing, extra or mis-shaped key is an error that names it. When it comes from an official release
-(`tokenizer.release`, fetched by python -m drr.workflow.release), the release's release.json is recorded in
-the checkpoint's provenance.
+missing, extra or mis-shaped key, or a tensor that holds NaN or inf, is an error that names it.
+When it comes from an official release (`tokenizer.release`, fetched by python -m
+drr.workflow.release), the release's release.json is recorded in the checkpoint's provenance.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from drr.core.files import sha256_file
 
 def import_official(cfg: dict, out: Path) -> Path:
     from drr.core.releases import read_record
-    from drr.tokenizer.io import save_tokenizer
+    from drr.tokenizer.io import check_finite, save_tokenizer
     from drr.tokenizer.model import RQVAEConfig
     from drr.tokenizer.official import load_official
 
@@ -35,6 +35,7 @@ def import_official(cfg: dict, out: Path) -> Path:
                        "download it from the rq-vae-transformer release and set the path")
     release = read_record(cfg, "tokenizer")
     model = load_official(src, RQVAEConfig(**cfg["tokenizer"]["model"]))
+    check_finite(model.state_dict().items(), src)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out.parent / "config.yaml")
     save_tokenizer(model, cfg, out, imported_from=str(Path(src).resolve()),

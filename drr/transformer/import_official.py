@@ -9,12 +9,12 @@ The config must have `transformer.model.kind: ar`, the official sizes (n_spatial
 head_dim 64, cond, code shape, K, n_z) and `transformer.checkpoint` naming the official file,
 ``{'state_dict': ...}`` with exactly the official key names and shapes (see
 ../shared/reference/official-checkpoint-keys/*-rqtransformer-*.txt); a missing, extra or
-mis-shaped key is an error that names it (a file from an official release, `transformer.release`:
-its release.json is recorded in the provenance). The tokenizer is the drr checkpoint of the official
-RQ-VAE (drr.tokenizer.import_official); its codebook becomes the code embeddings and its sha256 is
-recorded, as for a trained transformer. Writes config.yaml next to --out and --out itself
-(atomically), with 'null_condition': false (no classifier-free guidance: sampling.ar.guidance_scale
-must stay null).
+mis-shaped key, or a tensor that holds NaN or inf, is an error that names it (a file from an
+official release, `transformer.release`: its release.json is recorded in the provenance). The
+tokenizer is the drr checkpoint of the official RQ-VAE (drr.tokenizer.import_official); its
+codebook becomes the code embeddings and its sha256 is recorded, as for a trained transformer.
+Writes config.yaml next to --out and --out itself (atomically), with 'null_condition': false (no
+classifier-free guidance: sampling.ar.guidance_scale must stay null).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """drr's transformer checkpoint: weights (code embeddings included), the model config (its 'kind':
 contextual or ar; absent in older files: contextual), the resolved experiment config, the sha256 of
 the tokenizer whose codes it models, whether the null condition was trained ('null_condition'; False
-for an imported official RQ-Transformer; absent: True), and provenance."""
+for an imported official RQ-Transformer; absent: True), and provenance. Weights that are not all
+finite are refused when read (drr.tokenizer.io.check_finite)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from drr.core import checkpoint
 from drr.core.files import sha256_file
 from drr.core.provenance import provenance
+from drr.tokenizer.io import check_finite
 
 KIND = "drr-transformer"
 
@@ -35,5 +37,7 @@ def load_transformer(path, device="cpu"):
     path = Path(path)
     model, ckpt = checkpoint.load_model(path, KIND, "transformer checkpoint",
                                         lambda mc: build_transformer(TransformerConfig(**mc)))
+    model = model.to(device).eval()
+    check_finite(model.state_dict().items(), path)  # on the device: fast on a GPU
     model.has_null_condition = bool(ckpt.get("null_condition", True))
-    return model.to(device).eval(), ckpt, sha256_file(path)
+    return model, ckpt, sha256_file(path)

@@ -11,9 +11,9 @@ shared/reference/official-checkpoint-keys/*-rqtransformer-*.txt) are ``torch.sav
   has no classifier-free guidance. On import the null row is zero and the model is marked
   ``has_null_condition = False``; guided sampling refuses it.
 
-`load_official` checks a file against the config strictly (a missing, extra or mis-shaped key is
-a one-line DrrError naming the file and the key), like the RQ-VAE import in
-drr/tokenizer/official.py.
+`load_official` checks a file against the config strictly (a missing, extra or mis-shaped key, or
+a tensor that is not finite, is a one-line DrrError naming the file and the key), like the RQ-VAE
+import in drr/tokenizer/official.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from drr.core.checkpoint import adopt_state_dict, check_keys_and_shapes, read_official_state_dict
 from drr.core.errors import DrrError
 from drr.core.files import atomic_path
+from drr.tokenizer.io import check_finite
 from drr.transformer.build import build_transformer
 from drr.transformer.model import TransformerConfig
 
@@ -82,12 +83,13 @@ def load_official(path: str | os.PathLike, config: TransformerConfig,
     'ar'), with the tokenizer's codebook as code embeddings; eval mode, float32,
     ``has_null_condition`` False.
 
-    Raises DrrError (naming the file and the key) on a missing key, an unexpected key or a shape
-    mismatch.
+    Raises DrrError (naming the file and the key) on a missing key, an unexpected key, a shape
+    mismatch or a tensor that holds NaN or inf.
     """
     _check_kind(config)
     state_dict = read_state_dict(path)
     check_state_dict(state_dict, official_shapes(config), path)
+    check_finite(state_dict.items(), path)
     k, nz = config.codebook_size, config.embed_dim
     if code_embeddings.shape[0] < k or code_embeddings.shape[1] != nz:
         raise DrrError(f"tokenizer codebook has shape {tuple(code_embeddings.shape)}, the "

@@ -1,5 +1,6 @@
-"""Training report of a Contextual RQ-Transformer: the loss curve, and the masked NLL (eq. 11) on
-the held-out code maps next to the uniform baseline ln K.
+"""Training report of a Contextual RQ-Transformer (or the AR baseline): the loss curve, the masked
+NLL (eq. 11) on the held-out code maps next to the uniform baseline ln K, and the likelihood both
+kinds share, the held-out NLL of whole code maps by the chain rule (drr/transformer/likelihood.py).
 
     python -m drr.transformer.report --config configs/experiments/tiny.yaml \
         --transformer results/transformers/tiny/checkpoint.pt \
@@ -10,7 +11,11 @@ the held-out code maps next to the uniform baseline ln K.
 The curve is read from metrics.jsonl next to the checkpoint: the training loss, and the held-out
 NLL the training measured every transformer.train.eval_every steps where that is set. Held-out NLL
 uses masks drawn from eq. 10 with a fixed seed, so reports of two checkpoints are comparable; it is
-in nats per code.
+in nats per code. For the contextual model it is not a likelihood (each code is scored given a
+random fraction of the others) and not comparable with the AR model's. The chain-rule NLL is: on
+the first transformer.report.chain_rule_maps held-out maps, in nats per map, the contextual model in
+chain_rule_orders random orders one position a step (the factorisation Draft-and-Revise samples by
+at T_draft = N; mean, and spread across orders), the AR model in raster order.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | N
              max_maps: int = 10000) -> dict:
     from drr.codes.store import open_code_map
     from drr.transformer.io import load_transformer
+    from drr.transformer.likelihood import chain_rule_summary
     from drr.transformer.train import evaluate_nll, load_conditions
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,6 +55,10 @@ def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | N
     cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer)[:n]).to(device)
     nll = evaluate_nll(model, maps, cond, seed=cfg["seed"])
     null_nll = evaluate_nll(model, maps, model.null_condition(cond), seed=cfg["seed"])
+    rcfg = cfg["transformer"]["report"]
+    chain = min(n, rcfg["chain_rule_maps"])
+    chain_rule = chain_rule_summary(model, maps[:chain], cond[:chain], rcfg["chain_rule_orders"],
+                                    seed=cfg["seed"]) if chain else None
     metrics = read_metrics(transformer.parent / "metrics.jsonl")
     train = [m for m in metrics if "loss" in m]  # the held-out lines (transformer.train.eval_every) hold heldout_nll
     return {
@@ -58,6 +68,7 @@ def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | N
         "eval_code_maps": n, "eval_split": cfg["data"]["eval_split"],
         "heldout_maps": min(n, cfg["transformer"]["train"]["eval_maps"]),
         "eval_nll": nll, "eval_nll_null_condition": null_nll, "uniform_nll": math.log(c.codebook_size),
+        "chain_rule_nll": chain_rule,
         "final_train_loss": train[-1]["loss"] if train else None,
         "tokens_per_s": train[-1].get("tokens_per_s") if train else None,
         "curve": [(m["step"], m["loss"], m["lr"]) for m in train],
@@ -101,6 +112,25 @@ def heldout_curve_text(report: dict) -> str:
             f"every transformer.train.eval_every steps):\n\n| step | nats per code |\n|---|---|\n{rows}")
 
 
+def chain_rule_text(report: dict) -> str:
+    """The chain-rule NLL paragraph: nats per map, the likelihood both kinds share."""
+    s = report.get("chain_rule_nll")
+    if not s:
+        return ("\nChain-rule NLL of whole code maps: not computed "
+                "(transformer.report.chain_rule_maps is 0).\n")
+    se = f" ± {s['se_over_maps']:.1f} (standard error over maps)" if s["se_over_maps"] is not None else ""
+    if s["order"] == "raster":
+        how = "in raster order, the factorisation the AR model samples by"
+    else:
+        per_order = ", ".join(f"{v:.1f}" for v in s["per_order"])
+        how = (f"in random orders, one position a step (the factorisation Draft-and-Revise samples by "
+               f"at T_draft = N): mean of {s['orders']} orders per map (per order {per_order}; "
+               f"spread across orders {s['order_spread']:.1f} nats per map, root mean square over maps)")
+    return (f"\nChain-rule NLL of whole code maps, the likelihood both model kinds share (first "
+            f"{s['maps']} maps of `{report['eval_split']}`): **{s['nats_per_map']:.1f} nats per map**"
+            f"{se}, {how}. A uniform model (N·D·ln K): {s['uniform']:.1f}.\n")
+
+
 def markdown(report: dict, png_name: str | None) -> str:
     img = f"\n![training curve]({png_name})\n" if png_name else ""
     tps = f"{report['tokens_per_s']:.0f}" if report["tokens_per_s"] else "n/a"
@@ -114,7 +144,7 @@ def markdown(report: dict, png_name: str | None) -> str:
 | held-out, `{report['eval_split']}` ({report['eval_code_maps']} code maps) | {report['eval_nll']:.4f} |
 | held-out, null condition | {report['eval_nll_null_condition']:.4f} |
 | uniform over K codes | {report['uniform_nll']:.4f} |
-{heldout_curve_text(report)}{img}
+{chain_rule_text(report)}{heldout_curve_text(report)}{img}
 Checkpoint sha256 `{report['transformer_sha256'][:16]}…`, config `{report['provenance']['config_hash']}`, commit `{report['provenance']['git_commit'][:12]}`.
 """
 

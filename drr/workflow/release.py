@@ -47,7 +47,7 @@ from pathlib import Path, PurePosixPath
 
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
-from drr.core.files import sha256_file, write_json, write_text
+from drr.core.files import open_regular, sha256_file, write_json, write_text
 from drr.core.lock import hold
 from drr.core.releases import EXPECTED, MARKER, PARTS, Release, release_of
 from drr.data.download import progress_line
@@ -114,7 +114,7 @@ def _attempt(rel: Release, timeout: float) -> None:
         else:
             print(f"downloading {rel.url} -> {rel.tarball}", file=sys.stderr, flush=True)
         done, start, last = have, time.monotonic(), time.monotonic()
-        with open(rel.part, "ab" if have else "wb") as out:
+        with open_regular(rel.part, "ab" if have else "wb") as out:
             while True:
                 try:
                     block = resp.read(CHUNK)

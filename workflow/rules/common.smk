@@ -4,6 +4,7 @@
 # rules ask: inputs, the variants and cells of each report, and per stage the part of a config
 # that can change its result (the `hash` parameter of every rule: an edit of any other key reruns
 # nothing). The rule files are wiring.
+import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -19,6 +20,24 @@ import drr.workflow.report_spec
 from drr.core.errors import DrrError
 
 validate(config, "../schemas/workflow.schema.yaml")
+
+# A run on SLURM needs SLURM's client commands here: without them Snakemake's SLURM executor fails
+# every job after a minute, in some 60 lines that name one missing command. So a run whose
+# executor is slurm (--profile slurm, or --executor slurm) stops before it submits anything, with
+# one line. Snakemake knows its executor once it runs the workflow, so the check is an onstart
+# handler (dry runs submit nothing and do not call it).
+SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol")
+
+
+onstart:
+    _missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if workflow.executor_plugin.name == "slurm" and _missing:
+        print(f"error: executor slurm: SLURM's {', '.join(_missing)} "
+              f"{'is' if len(_missing) == 1 else 'are'} not on the PATH; install SLURM's client "
+              f"commands ({', '.join(SLURM_COMMANDS)}: Debian/Ubuntu package slurm-client) or drop "
+              "--profile slurm (or --executor slurm) to run on this machine", file=sys.stderr)
+        sys.exit(2)
+
 
 # The jobs' environment: with the workflow key glibc_tunables set (drr/workflow/jobenv.py; null by
 # default), every job's shell exports GLIBC_TUNABLES first (a value the user exported is kept), so

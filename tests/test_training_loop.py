@@ -356,15 +356,17 @@ def test_the_metrics_log_of_another_process_is_not_touched(tmp_path):
 
 
 def test_o_nofollow_is_what_refuses_the_link(tmp_path, monkeypatch):
-    """The check is the open itself (no test-then-open race): ELOOP from os.open is the refusal."""
+    """The check is the open itself (no test-then-open race): every open of the log's own name
+    asks not to follow a link."""
     opened = []
     real = os.open
 
-    def spy(path, flags, *a):
-        opened.append(flags)
-        return real(path, flags, *a)
+    def spy(path, flags, *a, **k):
+        opened.append((str(path), flags))
+        return real(path, flags, *a, **k)
     monkeypatch.setattr(os, "open", spy)
     log = MetricsLog(tmp_path / "metrics.jsonl")
     log.write(step=1)
     log.truncate_after(1)
-    assert len(opened) >= 2 and all(f & os.O_NOFOLLOW for f in opened)  # + the rewrite's temporary
+    own = [flags for path, flags in opened if path == str(log.path)]
+    assert len(own) == 2 and all(flags & os.O_NOFOLLOW for flags in own)

@@ -15,7 +15,6 @@ the RQ-VAE and RQ-Transformer imports share.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -109,25 +108,14 @@ def restore(state: dict, path, parts: dict, rank: int = 0) -> int:
 
 
 def save(obj, path) -> None:
-    """torch.save to a temporary name, flushed to the disk (fsync) and renamed, then the folder
-    flushed too: a killed save never leaves a half file, and a crash of the node right after the
-    rename cannot leave an empty or missing one where the previous state was."""
-    path = Path(path)
+    """torch.save to a temporary name, then rename (`atomic_path`, which fsyncs the file before the
+    rename and its folder after it): a killed save never leaves a half file, and a crash of the node
+    cannot leave an empty or missing file where the previous state was."""
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)
         except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
             raise DrrError(f"{path}: cannot be written ({str(e).strip().splitlines()[0][:160]})") from None
-        _fsync(tmp, os.O_RDONLY)
-    _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-
-
-def _fsync(path, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict:

@@ -112,7 +112,8 @@ class MetricsLog:
     """Append-only JSON-lines log (one object per logged step) that a user can plot.
 
     The file is opened without following a symbolic link at its own name (O_NOFOLLOW): a link
-    planted there is refused with one line, never written through. Only rank 0 writes it.
+    planted there is refused with one line, never written through (the rewrite of `truncate_after`
+    renames over its name). Only rank 0 writes it.
     """
 
     def __init__(self, path, enabled: bool = True):
@@ -120,16 +121,6 @@ class MetricsLog:
         self.enabled = enabled
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def _open(self, flags: int) -> int:
-        from drr.core.errors import DrrError
-        try:
-            return os.open(self.path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise DrrError(f"{self.path}: is a symbolic link; the metrics log is written only "
-                               "as a plain file (remove the link)") from None
-            raise
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after `step` (a resumed run rewrites them). A torn last line (the
@@ -141,9 +132,14 @@ class MetricsLog:
         if not self.enabled:
             return
         try:
-            fd = self._open(os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DrrError(f"{self.path}: is a symbolic link; drr does not write through a link "
+                               "at an output's name (remove the link)") from None
+            raise
         with os.fdopen(fd, "rb") as f:
             lines = f.read().decode("utf-8", errors="replace").split("\n")
         numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
@@ -165,10 +161,10 @@ class MetricsLog:
         write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, **record) -> None:
+        from drr.core.files import open_regular
         if self.enabled:
             record.setdefault("time", time.time())
-            fd = self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            with os.fdopen(fd, "a") as f:
+            with open_regular(self.path, "a") as f:  # O_NOFOLLOW, a regular file only
                 f.write(json.dumps(record) + "\n")
 
 

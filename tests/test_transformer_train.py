@@ -124,6 +124,46 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, data, mon
     assert not out.exists()
 
 
+class NanOnRank1(train_mod.TrainJob):
+    """The training job with rank 1's loss made NaN at its third step (step 2)."""
+
+    def __call__(self):
+        import submitit
+        if submitit.JobEnvironment().global_rank == 1:
+            from drr.transformer import model as model_mod
+            original, calls = model_mod.masked_nll, []
+
+            def poisoned(out):
+                calls.append(1)
+                return original(out) * (float("nan") if len(calls) == 3 else 1.0)
+            model_mod.masked_nll = poisoned
+        return super().__call__()
+
+
+def test_non_finite_loss_on_one_process_stops_every_process_with_one_line(tmp_path, data,
+                                                                          monkeypatch):
+    """Rank 1 alone sees a NaN loss: both processes stop before the backward pass (rank 0 would
+    otherwise wait in DDP's gradient all-reduce), each with the line naming rank 1 and the step."""
+    from drr.core.launch import launch
+
+    tok, codes = data
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "tests"), str(REPO)]))
+    out = tmp_path / "nan" / "checkpoint.pt"
+    cfg = tiny_config("transformer.train.steps=6", "transformer.train.checkpoint_every=1",
+                      "transformer.launch.executor=local", "transformer.launch.gpus_per_node=2",
+                      "transformer.launch.timeout_min=10")
+    line = (f"non-finite loss nan at step 2 on rank 1 of 2; the last good state is "
+            f"{checkpoint.state_path(out.parent)}")
+    with pytest.raises(DrrError, match=f"failed: .*{line}"):
+        launch(NanOnRank1(cfg, tok, codes, out), cfg["transformer"]["launch"], tmp_path / "submitit",
+               name="test")
+    for rank in (0, 1):
+        log = next((tmp_path / "submitit").glob(f"*/*_{rank}_log.err")).read_text()
+        assert f"DrrError: {line}" in log, rank
+    assert torch.load(checkpoint.state_path(out.parent), weights_only=False)["step"] == 2
+    assert not out.exists()
+
+
 def test_code_map_of_another_tokenizer_is_refused(tmp_path, data):
     _, codes = data
     cfg = tiny_config()

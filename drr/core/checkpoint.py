@@ -102,13 +102,15 @@ def restore(state: dict, path, parts: dict, rank: int = 0) -> int:
     try:
         rngs = state["rng"]
         set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
-    except (KeyError, IndexError, TypeError, ValueError) as e:
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
         raise DrrError(f"{path}: field 'rng' is not a saved random state ({type(e).__name__})") from None
     return state["step"]
 
 
 def save(obj, path) -> None:
-    """torch.save to a temporary name, then rename: a killed save never leaves a half file."""
+    """torch.save to a temporary name, then rename (`atomic_path`, which fsyncs the file before the
+    rename and its folder after it): a killed save never leaves a half file, and a crash of the node
+    cannot leave an empty or missing file where the previous state was."""
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)
@@ -117,20 +119,31 @@ def save(obj, path) -> None:
 
 
 def rng_state() -> dict:
+    """This process's random state. CUDA: the state of the device it trains on only (a process
+    uses one GPU), so a run can resume on nodes with fewer or more GPUs."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": (torch.cuda.get_rng_state(torch.cuda.current_device())
+                 if torch.cuda.is_available() else []),
     }
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore `rng_state()`'s dict; the CUDA state goes to the current device. A state saved by
+    an older drr holds a list of every visible device's state: the current device's entry is
+    used (the first where the list is shorter)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if not torch.cuda.is_available() or cuda is None or len(cuda) == 0:
+        return
+    here = torch.cuda.current_device()
+    if isinstance(cuda, (list, tuple)):  # an older state: every visible device's
+        cuda = cuda[here] if here < len(cuda) else cuda[0]
+    torch.cuda.set_rng_state(cuda, here)
 
 
 def seed_everything(seed: int) -> None:

@@ -53,10 +53,22 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def any_flag(flag: bool, device: torch.device) -> bool:
-    """True on every process if `flag` is true on any (so all stop at the same step)."""
+def all_max(values: list[float], device: torch.device) -> list[float]:
+    """Each value's maximum over the processes (one all-reduce for all of them), so that every
+    process acts on the same step: a flag set on any process is set on all."""
     if not dist.is_initialized():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return t.tolist()
+
+
+def gather_scalar(value: torch.Tensor, device: torch.device) -> list[float]:
+    """Every process's value of a scalar, indexed by rank (one all-reduce of a one-hot vector;
+    a NaN or inf stays at its rank's place)."""
+    if not dist.is_initialized():
+        return [float(value)]
+    t = torch.zeros(dist.get_world_size(), dtype=torch.float64, device=device)
+    t[dist.get_rank()] = value.detach().to(device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()

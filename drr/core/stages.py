@@ -26,10 +26,13 @@ NEUTRAL = {
     "data.cache_dir": "where downloads are kept",
     "data.download": "whether a missing dataset may be downloaded (checked against sha256 sums)",
     "tokenizer.train.checkpoint_every": "how often state is saved; a resumed run continues bit for bit",
+    "tokenizer.train.checkpoint_minutes": "how often (wall time) state is saved; a resumed run continues "
+                                          "bit for bit",
     "tokenizer.train.log_every": "how often metrics are logged",
     "tokenizer.train.num_workers": "loader processes; data order is batch_indices(seed, step), no augmentation",
     "tokenizer.encode.batch_size": "the encoder is per-image (GroupNorm, eval mode)",
     "transformer.train.checkpoint_every": "how often state is saved",
+    "transformer.train.checkpoint_minutes": "how often (wall time) state is saved",
     "transformer.train.log_every": "how often metrics are logged",
     "transformer.train.compile": "torch.compile runs the same model",
     "transformer.train.eval_every": "held-out NLL during training: no gradients, its own mask generator, "
@@ -40,6 +43,7 @@ NEUTRAL = {
     "transformer.train.snapshot_every": "copies of the weights kept during training; no random stream "
                                         "or weight changes (tests/test_transformer_train.py)",
     "transformer.launch": "where and how long training runs (SLURM settings, submitit)",
+    "tokenizer.launch": "where and how long tokenizer training runs (as transformer.launch)",
     "generation.batch_size": "samples decoded together; sample i depends on (seed, i) only "
                              "(tests/test_generate.py: the same samples at batch 1, 3, 8); the speed "
                              "measurement has its own generation.speed_batch_size",
@@ -82,7 +86,10 @@ STAGES = {
 # ran in fp32 before `sampling.precision` existed (a bf16 run hashes apart from an fp32 one); fp32
 # sampling on a CPU is the same bit for bit, on a GPU it now has TF32 matmuls (float rounding, as
 # another GPU model would change it).
-ADDED_KEYS = {"sampling.precision": "fp32"}
+# A tokenizer step ran each process's share in one pass before `tokenizer.train.micro_batch_size`
+# existed (null); micro-batches change VQGAN's adaptive weight (per micro-batch) when the
+# discriminator is on, and the rounding otherwise.
+ADDED_KEYS = {"sampling.precision": "fp32", "tokenizer.train.micro_batch_size": None}
 
 
 # Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same

@@ -1,32 +1,47 @@
 """Pieces every training loop here shares: data order, learning-rate schedules, stop signals,
-and the metrics log.
+state saving, the non-finite-loss check and the metrics log.
 
 Data order is a pure function of (seed, step): the global batch of step s is a slice of the
 concatenated per-epoch permutations, so a resumed run sees exactly the batches an uninterrupted
-run would, and each of W processes takes every W-th element of the global batch.
+run would, and each of W processes takes every W-th element of the global batch. Each epoch's
+permutation is computed once and kept (`epoch_permutation`), not once per step.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import math
+import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the n items in `epoch` (read-only). Two are kept: a step that straddles an
+    epoch boundary reads the end of one and the start of the next."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
                   world: int = 1) -> np.ndarray:
     """Indices (into a dataset of n items) of this process's share of global batch `step`."""
-    start = step * batch_size
-    out = []
-    while len(out) < batch_size:
-        epoch, offset = divmod(start + len(out), n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        out.extend(perm[offset:offset + batch_size - len(out)].tolist())
-    return np.asarray(out[rank::world], dtype=np.int64)
+    start, parts, filled = step * batch_size, [], 0
+    while filled < batch_size:
+        epoch, offset = divmod(start + filled, n)
+        part = epoch_permutation(n, seed, epoch)[offset:offset + batch_size - filled]
+        parts.append(part)
+        filled += len(part)
+    batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return np.array(batch[rank::world], dtype=np.int64)
 
 
 def warmup_constant(step: int, base_lr: float, warmup: int) -> float:
@@ -46,10 +61,10 @@ class StopSignal:
     """Set when the job is told it will be stopped: SIGTERM, SIGINT, SIGUSR1 (SLURM's
     ``--signal``), SIGUSR2 (submitit's preemption/timeout signal).
 
-    The loop checks `.requested` after each step (agreeing across processes, see
-    `drr.core.distributed.any_flag`), saves its state, then calls `forward()`: a handler that was
-    installed before (submitit's, which requeues the job) runs then, after the state is safely on
-    disk. The next run of the same command, or the requeued job, resumes from that state.
+    The loop checks `.requested` after each step (agreeing across processes, see `Checkpoints`),
+    saves its state, then calls `forward()`: a handler that was installed before (submitit's,
+    which requeues the job) runs then, after the state is safely on disk. The next run of the same
+    command, or the requeued job, resumes from that state.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
@@ -65,6 +80,17 @@ class StopSignal:
 
     def _handler(self, signum, frame):
         self.requested = signal.Signals(signum).name
+
+    # When processes were told different things, the one acted on: submitit's requeue signal first.
+    PRIORITY = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+
+    def priority(self) -> int:
+        """0 when not told to stop, else the received signal's place in PRIORITY, from 1."""
+        return 0 if self.requested is None else self.PRIORITY.index(self.requested) + 1
+
+    def adopt(self, priority: int) -> None:
+        """Take the signal of `priority` (the highest any process received) as received."""
+        self.requested = self.PRIORITY[priority - 1]
 
     def forward(self) -> None:
         """Hand the received signal to the handler installed before ours, if it was a function."""
@@ -83,7 +109,12 @@ class StopSignal:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log (one object per logged step) that a user can plot."""
+    """Append-only JSON-lines log (one object per logged step) that a user can plot.
+
+    The file is opened without following a symbolic link at its own name (O_NOFOLLOW): a link
+    planted there is refused with one line, never written through (the rewrite of `truncate_after`
+    renames over its name). Only rank 0 writes it.
+    """
 
     def __init__(self, path, enabled: bool = True):
         self.path = Path(path)
@@ -92,17 +123,48 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after `step` (a resumed run rewrites them)."""
-        if not (self.enabled and self.path.exists()):
+        """Drop lines logged after `step` (a resumed run rewrites them). A torn last line (the
+        process was killed while writing it) is dropped with a warning on stderr: the training
+        state, not the log, decides where training resumes. Any other line that is not a JSON
+        object is an error naming the file and the line."""
+        from drr.core.errors import DrrError
+        from drr.core.files import write_text
+        if not self.enabled:
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DrrError(f"{self.path}: is a symbolic link; drr does not write through a link "
+                               "at an output's name (remove the link)") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            lines = f.read().decode("utf-8", errors="replace").split("\n")
+        numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+        keep = []
+        for i, line in numbered:
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                if i == numbered[-1][0]:
+                    print(f"warning: {self.path}: dropped its torn last line {i} ({line[:60]!r}), "
+                          "left by a run killed while writing it", file=sys.stderr, flush=True)
+                    break
+                raise DrrError(f"{self.path}: line {i} is not a JSON object ({str(e)[:80]}); "
+                               "remove the file or that line") from None
+            if record.get("step", 0) <= step:
+                keep.append(line)
+        write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, **record) -> None:
+        from drr.core.files import open_regular
         if self.enabled:
             record.setdefault("time", time.time())
-            with open(self.path, "a") as f:
+            with open_regular(self.path, "a") as f:  # O_NOFOLLOW, a regular file only
                 f.write(json.dumps(record) + "\n")
 
 
@@ -136,24 +198,78 @@ def gather_rng_states(world: int) -> list:
     return gathered
 
 
-def checkpoint_or_stop(stop: StopSignal, step: int, every: int, device, run_dir, save_state,
-                       main: bool) -> None:
-    """End of a training step: save every `every` steps; when any process was told to stop, save,
-    hand the signal to the handler installed before ours (submitit's requeue), and exit 1.
-    `save_state()` is a collective: every process calls this at every step."""
-    import sys
+class Checkpoints:
+    """When a training loop saves its resumable state, and how it stops when told to.
 
-    from drr.core import checkpoint, distributed
-    stopping = distributed.any_flag(stop.requested is not None, device)
-    if step % every == 0 or stopping:
-        save_state()
-    if stopping:
-        if main:
-            print(f"stopping on {stop.requested} at step {step}; state saved to "
-                  f"{checkpoint.state_path(run_dir)}; run the same command to resume",
+    `after_step(step)` ends every step; it is a collective (every process calls it at every step).
+    The state is saved when `every` steps have passed (None: never by count), when `minutes` of
+    wall time have passed since the last save on rank 0's clock (None: never by time), and when
+    any process was told to stop (`StopSignal`: SLURM's time-limit warning, preemption, the lock's
+    owner watch); one all-reduce of both flags makes every process agree on the step. Every
+    process then waits at a barrier until rank 0 has written the file: under SLURM a task that
+    exits first can get the whole job killed, rank 0's save and requeue with it. When stopping,
+    every process hands the signal to the handler installed before ours (submitit's: rank 0's
+    requeues the job, the others' return), waits until rank 0's has, and exits 1 (or as that
+    handler exits).
+    `finish(step)` saves at the end unless that step is already saved.
+    """
+
+    def __init__(self, stop: StopSignal, every: int | None, minutes: float | None, device, run_dir,
+                 save_state, main: bool, saved_step: int | None = None, clock=time.monotonic):
+        self.stop, self.every, self.minutes, self.device = stop, every, minutes, device
+        self.run_dir, self.save_state, self.main, self.clock = Path(run_dir), save_state, main, clock
+        self.saved_step = saved_step
+        self.last_save = clock()
+
+    def save(self, step: int) -> None:
+        from drr.core import distributed
+        self.save_state()  # a collective (the RNG states of every process), rank 0 writes
+        distributed.barrier()
+        self.saved_step, self.last_save = step, self.clock()
+
+    def after_step(self, step: int) -> None:
+        from drr.core import checkpoint, distributed
+        timed = (self.minutes is not None and self.main
+                 and self.clock() - self.last_save >= 60 * self.minutes)
+        told, timed = distributed.all_max([self.stop.priority(), timed], self.device)
+        if told or timed or (self.every and step % self.every == 0):
+            self.save(step)
+        if not told:
+            return
+        self.stop.adopt(int(told))  # a process that was not signalled stops as one that was
+        if self.main:
+            print(f"stopping on {self.stop.requested} at step {step}; state saved to "
+                  f"{checkpoint.state_path(self.run_dir)}; run the same command to resume",
                   file=sys.stderr, flush=True)
-        stop.forward()
+        handed_over = None
+        try:
+            self.stop.forward()
+        except BaseException as e:  # submitit requeued (SystemExit) or could not (its error)
+            handed_over = e
+        distributed.barrier()  # no process exits before rank 0 has requeued the job
+        if handed_over is not None:
+            raise handed_over
         raise SystemExit(1)
+
+    def finish(self, step: int) -> None:
+        if self.saved_step != step:
+            self.save(step)
+
+
+def check_finite(loss, step: int, rank: int, world: int, device, run_dir) -> None:
+    """DrrError on every process when the loss of any process is not finite, naming the first
+    such rank and the step; a collective when world > 1, called before the backward pass (a
+    process that stopped alone would leave the others waiting in the gradient all-reduce)."""
+    from drr.core import checkpoint, distributed
+    from drr.core.errors import DrrError
+    values = distributed.gather_scalar(loss.detach(), device) if world > 1 else [loss.item()]
+    bad = [r for r, v in enumerate(values) if not math.isfinite(v)]
+    if not bad:
+        return
+    where = f" on rank {bad[0]} of {world}" if world > 1 else ""
+    state = checkpoint.latest_state(run_dir)
+    last = f"the last good state is {state}" if state else "no state was saved before it"
+    raise DrrError(f"non-finite loss {values[bad[0]]} at step {step}{where}; {last}")
 
 
 def resume_difference(old_cfg: dict, cfg: dict, stage: str) -> str | None:

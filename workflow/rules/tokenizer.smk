@@ -2,8 +2,34 @@
 # does, then report its reconstructions.
 
 
+# Training runs where tokenizer.launch.executor says, as transformer training does: `inprocess`
+# tokenizers are ordinary (GPU) jobs; `slurm`/`local` ones submit themselves through submitit (a
+# multi-GPU job that saves and requeues itself at its time limit), so their rule runs on the
+# submitting host and waits for the job.
+_TOKENIZER_SUBMITTED = [t for t in PLAN.trained_tokenizers
+                        if PLAN.experiments[PLAN.tokenizer_of[t]]["tokenizer"]["launch"]["executor"] != "inprocess"]
+_TOKENIZER_INPROCESS = [t for t in PLAN.trained_tokenizers if t not in _TOKENIZER_SUBMITTED]
+
+# torchvision's VGG16, LPIPS' backbone (drr.metrics.weights.VGG16_FILE), placed in metrics.weights_dir
+# on the submitting host (compute nodes often have no internet; training never downloads).
+_VGG16 = "torchvision/vgg16-397923af.pth"
+
+
+# The input of each trained tokenizer with LPIPS whose tokenizer.loss.vgg16_weights is null.
+_TOKENIZER_VGG16 = {
+    t: {"vgg16": f"{cfg['metrics']['weights_dir']}/{_VGG16}"}
+    for t, cfg in ((t, PLAN.experiments[PLAN.tokenizer_of[t]]) for t in PLAN.trained_tokenizers)
+    if cfg["tokenizer"]["loss"]["perceptual_weight"] > 0 and cfg["tokenizer"]["loss"]["vgg16_weights"] is None
+}
+
+
+_TRAIN_TOKENIZER_SHELL = (
+    "{params.py:q} -m drr.tokenizer.train --config {params.config:q} --out {output:q} > {log:q} 2>&1")
+
+
 rule train_tokenizer:
     input:
+        unpack(lambda w: _TOKENIZER_VGG16.get(w.tokenizer, {})),
         data=tokenizer_data("train_split"),
     output:
         "results/tokenizers/{tokenizer}/checkpoint.pt",
@@ -12,7 +38,7 @@ rule train_tokenizer:
     benchmark:
         "results/tokenizers/{tokenizer}/train.benchmark.tsv"
     wildcard_constraints:
-        tokenizer=one_of(PLAN.trained_tokenizers),
+        tokenizer=one_of(_TOKENIZER_INPROCESS),
     params:
         py=PY,
         config=tokenizer_config,
@@ -20,7 +46,44 @@ rule train_tokenizer:
     resources:
         gpu=1,
     shell:
-        "{params.py:q} -m drr.tokenizer.train --config {params.config:q} --out {output:q} > {log:q} 2>&1"
+        _TRAIN_TOKENIZER_SHELL
+
+
+rule submit_tokenizer:
+    input:
+        unpack(lambda w: _TOKENIZER_VGG16.get(w.tokenizer, {})),
+        data=tokenizer_data("train_split"),
+    output:
+        "results/tokenizers/{tokenizer}/checkpoint.pt",
+    log:
+        "results/tokenizers/{tokenizer}/submit.log",
+    wildcard_constraints:
+        tokenizer=one_of(_TOKENIZER_SUBMITTED),
+    params:
+        py=PY,
+        config=tokenizer_config,
+        hash=tokenizer_hash("tokenizer"),
+    shell:
+        _TRAIN_TOKENIZER_SHELL
+
+
+rule lpips_weights:
+    output:
+        f"{{weights_dir}}/{_VGG16}",
+    log:
+        "{weights_dir}/torchvision/vgg16.log",
+    wildcard_constraints:
+        weights_dir=one_of(PLAN.weights_dirs),
+    params:
+        py=PY,
+        config=lambda w: PLAN.config_value(PLAN.weights_experiment[w.weights_dir]),
+    shell:
+        "{params.py:q} -m drr.metrics.weights --config {params.config:q} --lpips > {log:q} 2>&1"
+
+
+localrules:
+    submit_tokenizer,
+    lpips_weights,
 
 
 rule import_tokenizer:

@@ -245,7 +245,7 @@ def step_train_1400m(out: Path, tiny: bool) -> None:
 def random_models(cfg: dict, device):
     import torch
 
-    from drr.sampling.images import Models
+    from drr.sampling.models import Models
     from drr.tokenizer.model import RQVAE, RQVAEConfig
     from drr.transformer.model import ContextualRQTransformer, TransformerConfig
 

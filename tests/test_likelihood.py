@@ -7,12 +7,10 @@ import itertools
 import json
 import math
 
-import plan_jobs
 import pytest
 import torch
 import yaml
 from transformer_fixtures import make_tokenizer_and_codes, tiny_config
-from workflow_fixtures import copy_workflow
 
 from drr.codes.store import open_code_map
 from drr.core.config import save_config
@@ -29,6 +27,9 @@ from drr.transformer.likelihood import (
 from drr.transformer.model import TransformerConfig
 from drr.transformer.train import evaluate_nll, train
 from drr.workflow.plan import Plan
+
+import plan_jobs
+from workflow_fixtures import copy_workflow
 
 
 @pytest.fixture(scope="module", autouse=True)

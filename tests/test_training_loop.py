@@ -19,7 +19,6 @@ from drr.core import checkpoint, training
 from drr.core.errors import DrrError
 from drr.core.training import Checkpoints, MetricsLog, StopSignal, batch_indices, epoch_permutation
 
-
 # --- data order ------------------------------------------------------------------------------------
 
 def batch_indices_recomputing_every_step(n, batch_size, step, seed, rank=0, world=1):

@@ -51,3 +51,8 @@ class Progress:
     def print(self, **metrics) -> None:
         if self.enabled:
             print(self.line(**metrics), file=self.stream, flush=True)
+
+
+def log(msg: str) -> None:
+    """One line of a job's own log on stderr, flushed at once (the progress lines go there too)."""
+    print(msg, file=sys.stderr, flush=True)

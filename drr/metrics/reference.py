@@ -54,7 +54,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +64,7 @@ import torch
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.files import atomic_path, sha256_file
-from drr.core.progress import Progress
+from drr.core.progress import Progress, log
 from drr.core.provenance import provenance
 from drr.metrics.maths import RunningStats
 
@@ -75,9 +74,6 @@ DEFAULT_CACHE = "results/cache/reference"
 REFERENCE_SELECTION = "metrics.reference_images of the split's T images, index floor(i * T / N)"
 PR_SELECTION = "evenly spaced over the reference list: index floor(i * N / M), i = 0..M-1"
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _sha(obj) -> str:

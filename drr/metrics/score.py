@@ -24,7 +24,6 @@ Every metric also gets a 95% interval (``<metric>_lo``/``_hi``) and its bootstra
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.files import atomic_path, sha256_file, write_text
 from drr.core.lock import hold
-from drr.core.progress import Progress
+from drr.core.progress import Progress, log
 from drr.core.provenance import provenance
 from drr.metrics import intervals, maths
 from drr.metrics.samples import PHASE_KEYS, NpzImages, npz_keys, read_captions
@@ -88,9 +87,6 @@ ROW_FIELDS = [
 ]
 ROW_FIELDS += intervals.row_fields()  # 95% intervals and bootstrap replicates (drr.metrics.intervals)
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def arrow_schema():

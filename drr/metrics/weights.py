@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,13 +43,10 @@ from typing import Callable
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.files import atomic_path, sha256_file, write_json
+from drr.core.progress import log
 from drr.core.provenance import package_versions
 from drr.metrics import inception
 from drr.metrics.clip import CLIP_DIR, CLIP_EXTS, CLIP_TAG
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _digest(path, algo: str) -> str:

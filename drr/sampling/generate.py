@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 import zipfile
 from dataclasses import asdict
@@ -61,12 +60,10 @@ from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.files import atomic_path
 from drr.core.lock import hold
+from drr.core.progress import log
 
 SHARD_FORMAT = 1
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def shard_config(cfg: dict) -> dict:

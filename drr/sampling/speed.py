@@ -87,10 +87,10 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str | None
     from drr.core.device import device_name, job_device, sync
     from drr.core.progress import Progress
     from drr.core.provenance import provenance
+    from drr.sampling import sampler
     from drr.sampling.conditions import Conditions
     from drr.sampling.decode import sample_seeds
     from drr.sampling.images import decode_images
-    from drr.sampling import sampler
     from drr.sampling.models import load_models
 
     cfg = sampler.with_precision(cfg, precision)

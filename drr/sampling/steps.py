@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +35,11 @@ import numpy as np
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.files import atomic_path, write_json, write_text
+from drr.core.progress import log
 from drr.core.provenance import provenance
 
 SNAPSHOT = re.compile(r"step-(\d{6})\.pt")
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def checkpoints(transformer: Path) -> list[tuple[int, Path]]:

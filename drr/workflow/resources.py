@@ -209,7 +209,6 @@ def probe_inference(what: str, experiment: str, side: int, batch: int) -> dict:
 def probe_import(d_model: int) -> dict:
     """Peak RSS per parameter byte of python -m drr.transformer.import_official's code path
     (read the official file, check, adopt, write the drr checkpoint) for an AR model of `d_model`."""
-    import torch
 
     from drr.tokenizer.io import save_tokenizer
     from drr.tokenizer.model import RQVAE, RQVAEConfig

@@ -27,8 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drr.core.columns import TABLE_COLUMNS
-from drr.core.config import (BASE_CONFIG, REPO, check_schema, load_config, load_schema,
-                             override_from_dotted, parse_yaml, read_yaml)
+from drr.core.config import (
+    BASE_CONFIG,
+    REPO,
+    check_schema,
+    load_config,
+    load_schema,
+    override_from_dotted,
+    parse_yaml,
+    read_yaml,
+)
 from drr.core.errors import DrrError
 
 STUDIES_FILE = "configs/studies.yaml"

@@ -17,7 +17,7 @@ anything is computed. The reference (drr.metrics.reference) must come from the s
 the one used here (its trunk id), and a computed reference from the config's dataset, reference
 split and resolution; anything else is refused. Progress lines give images/s and the time left.
 Metrics that cannot be computed are null with a ``*_note`` column saying ``n/a (reason)``.
-Every metric also gets a 95% interval (``<metric>_lo``/``_hi``) and its bootstrap replicates
+Every metric also gets a 95% interval (``<metric>_lo``/``_hi``) and its half-sampling replicates
 (``boot_<metric>``, for paired differences): drr.metrics.intervals says how and why.
 """
 

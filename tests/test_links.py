@@ -302,8 +302,13 @@ def test_training_replaces_links_at_its_checkpoint_and_config(run, tmp_path, vic
 
 def test_reports_and_references_replace_links(run, tmp_path, victim, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
+    spec = victim.plant(tmp_path / "results/reports/index.spec.json")
+    code, err = run_main("drr.workflow.report_spec", ["--suite", "tiny", "--report", "index",
+                                                      "--out", str(spec)], capsys)
+    assert code == 0, err[-2000:]
+    assert regular(spec)
     index = victim.plant(tmp_path / "reports/index.md")
-    code, err = run_main("drr.reports.index", ["--suite", "tiny", "--out", str(index)], capsys)
+    code, err = run_main("drr.reports.index", ["--spec", str(spec), "--out", str(index)], capsys)
     assert code == 0, err[-2000:]
     assert regular(index) and index.read_text().startswith("# drr reports")
     monkeypatch.setattr("drr.metrics.inception.load_inception", lambda *a, **k: Stub())

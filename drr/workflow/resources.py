@@ -691,7 +691,16 @@ def suite_jobs(plan) -> list[Job]:
     for folder, exp in sorted(plan.release_experiment.items()):
         out.append(Job("fetch_release", folder, exp, info={"release": folder.rsplit("/", 1)[1]}))
     out += [Job("metrics_weights", d, e) for d, e in plan.weights_experiment.items()]
-    out += [Job("train_tokenizer", t, plan.tokenizer_of[t]) for t in plan.trained_tokenizers]
+    def launched(t):  # trained tokenizers that submit themselves through submitit (tokenizer.launch)
+        return plan.experiments[plan.tokenizer_of[t]]["tokenizer"]["launch"]["executor"] != "inprocess"
+
+    out += [Job("train_tokenizer", t, plan.tokenizer_of[t]) for t in plan.trained_tokenizers if not launched(t)]
+    out += [Job("submit_tokenizer", t, plan.tokenizer_of[t]) for t in plan.trained_tokenizers if launched(t)]
+    lpips = {plan.experiments[plan.tokenizer_of[t]]["metrics"]["weights_dir"]: plan.tokenizer_of[t]
+             for t in plan.trained_tokenizers
+             if plan.experiments[plan.tokenizer_of[t]]["tokenizer"]["loss"]["perceptual_weight"] > 0
+             and plan.experiments[plan.tokenizer_of[t]]["tokenizer"]["loss"]["vgg16_weights"] is None}
+    out += [Job("lpips_weights", d, e) for d, e in sorted(lpips.items())]
     out += [Job("import_tokenizer", t, plan.tokenizer_of[t]) for t in plan.imported_tokenizers]
     for tok, exp in sorted(plan.tokenizer_of.items()):
         cfg = plan.experiments[exp]
@@ -722,6 +731,8 @@ def suite_jobs(plan) -> list[Job]:
     out += [Job("report_table", n) for n in plan.report_names("table")]
     out.append(Job("report_index", "reports/index.md"))
     out.append(Job("claims", "reports/claims.md"))
+    from drr.workflow.report_spec import spec_file, spec_names
+    out += [Job("report_spec", spec_file(n)) for n in spec_names(plan)]
     return out
 
 
@@ -755,12 +766,13 @@ def rule_resources(root=REPO) -> tuple[set, set]:
 
 
 def request_of(job: Job, plan, profile: dict, gpu_rules: set, local_rules: set) -> Request:
-    if job.rule == "submit_transformer":
-        ln = plan.experiments[job.experiment]["transformer"]["launch"]
+    if job.rule in ("submit_transformer", "submit_tokenizer"):
+        section = "transformer" if job.rule == "submit_transformer" else "tokenizer"
+        ln = plan.experiments[job.experiment][section]["launch"]
         return Request(mem=None if ln["mem_gb"] is None else ln["mem_gb"] * 2 ** 30,
                        minutes=ln["timeout_min"], total_minutes=ln["timeout_min"] * (ln["max_requeues"] + 1),
                        gpus=ln["nodes"] * ln["gpus_per_node"], cpus=ln["cpus_per_task"],
-                       source=f"transformer.launch of {plan.experiment_file(job.experiment)}")
+                       source=f"{section}.launch of {plan.experiment_file(job.experiment)}")
     if job.rule in local_rules:
         return Request(local=True, source="local rule")
     res = dict(profile.get("default-resources") or {})
@@ -937,13 +949,17 @@ class Model:
         data = t["steps"] * t["batch_size"] / self.decode_rate(workers * world) if t["num_workers"] else 0
         seconds = max(compute, data)
         states = (step["parameters"] + step["loss_parameters"]) * 16  # fp32 weights, grads, Adam moments
-        acts = step["saved_bytes_per_pixel"] * px * t["batch_size"] / world
+        micro = t["micro_batch_size"] or t["batch_size"] / world  # images a GPU holds at once
+        acts = step["saved_bytes_per_pixel"] * px * micro
         hours = seconds / 3600
         return Estimate(self.host_gpu_job(states, workers), self.gpu_total(states + acts), hours,
                         world * hours, disk=step["parameters"] * 16 * 2,
                         note=f"{t['steps']:,} steps of {t['batch_size']} images on {world} GPU(s); "
                              f"activations {acts / GiB:.0f} GiB a GPU (fp32 saved tensors: an upper "
                              "bound under bf16 autocast)")
+
+    def _submit_tokenizer(self, job, req):
+        return self._train_tokenizer(job, req)
 
     def _tokenizer_params(self, cfg: dict) -> int:
         import torch

@@ -129,11 +129,11 @@ def test_per_batch_times_come_from_the_speed_files_batch_seconds():
 
 # --- the report from fixture files -----------------------------------------------------------------
 
-DEFAULTS = {"t_draft": 8, "M": 2, "t_revise": 2, "guidance": "revise", "strategy": "random"}
+DEFAULTS = {"t_draft": 64, "M": 2, "t_revise": 2, "guidance": "revise", "strategy": "random"}
 
 
 def fixture_values(values: dict, experiment: str) -> dict:
-    """Known effects: draft FID 40 − 2 log2 T_draft (34 at the default 8), revised FID 20 and flat
+    """Known effects: draft FID 40 − 2 log2 T_draft (28 at the default 64), revised FID 20 and flat
     in T_draft and T_revise; Top-C 5 worse and Top-C-50% 5 better than random after revision;
     precision rises and recall falls with M; the AR model is worse on FID and precision."""
     v = {**DEFAULTS, **values}
@@ -230,9 +230,10 @@ def test_the_claims_inputs_are_the_cells_of_the_reports_they_name(suite_files):
     assert [c["x"] for c in trend["cells"]] == [4, 8, 16, 32, 64]      # typed values, in order
     assert len(inputs["metrics"]) == 21                 # 19 ablation cells + small and small-ar defaults
     assert "results/metrics/small-ar/default.parquet" in inputs["metrics"]
-    assert "results/metrics/small/t_draft=64+strategy=top-c-50.parquet" in inputs["metrics"]
+    assert "results/metrics/small/t_draft=8+strategy=top-c-50.parquet" in inputs["metrics"]
+    assert "results/metrics/small/strategy=top-c-50.parquet" in inputs["metrics"]   # at the base T_draft 64
     assert sorted(inputs["speed"]) == sorted(
-        [f"results/speed/small/{v}.json" for v in ("t_draft=4", "base", "t_draft=16", "t_draft=32", "t_draft=64")]
+        [f"results/speed/small/{v}.json" for v in ("t_draft=4", "t_draft=8", "t_draft=16", "t_draft=32", "base")]
         + ["results/speed/small-ar/default.json"])
     # the tables and figures of the reports the claims name are built with them
     assert sorted(inputs["reports"]) == sorted(
@@ -265,7 +266,7 @@ def test_the_report_computes_the_known_verdicts(suite_files, tmp_path):
     assert (f"**Summary: {len(v)} claims: {counts['reproduced']} reproduced, {counts['not reproduced']} not "
             f"reproduced, {counts['inconclusive']} inconclusive, {counts['n/a']} n/a.**") in md
     # paired differences of rows with the same boot_key; the paper's words and source in the table
-    assert "| 20 vs 34 | +14 [" in md and ", paired |" in md      # base: revised vs draft FID
+    assert "| 20 vs 28 | +8 [" in md and ", paired |" in md      # base: revised vs draft FID
     assert '> "In the draft phase, FID is improved as T_draft increases from 4 to 64." (§4.4, Figure 4(a))' in md
     assert "Shown in: [fig4a.png](fig4a.png)" in md and "Shown in: [table3.md](table3.md)" in md
 
@@ -339,8 +340,11 @@ def test_dry_run_of_the_claims_target_plans_its_cells(tmp_path):
     cwd = copy_workflow(tmp_path)
     counts = planned_jobs(cwd, "reports/claims.md", "--config", "suite=small")
     assert counts["claims"] == 1
-    assert counts["compute_metrics"] == 21 and counts["sampling_speed"] == 6
-    assert counts["train_transformer"] == 2
+    # 19 cells, 4 default runs (two seeds of each model, Table 1) and 2 x 4 guidance validation sets;
+    # the 6 timed runs of the speed claims and Table 4's second AR seed
+    assert counts["compute_metrics"] == 31 and counts["sampling_speed"] == 7
+    assert counts["train_transformer"] == 4
+    assert counts["sweep_transformer"] == 6 and counts["select_setting"] == 4   # lr and guidance of both models
     # the tables and figures of the claims' reports, from the same files: no other cell or model
     assert counts["report_table"] == 4 and counts["report_figure"] == 3
 

@@ -81,8 +81,9 @@ STAGES = {
 # finished runs made before the key existed, stay as they were; any other value is hashed. Sampling
 # ran in fp32 before `sampling.precision` existed (a bf16 run hashes apart from an fp32 one); fp32
 # sampling on a CPU is the same bit for bit, on a GPU it now has TF32 matmuls (float rounding, as
-# another GPU model would change it).
-ADDED_KEYS = {"sampling.precision": "fp32"}
+# another GPU model would change it). Every run started at sample 0 before `generation.first_index`
+# existed.
+ADDED_KEYS = {"sampling.precision": "fp32", "generation.first_index": 0}
 
 
 # Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same

@@ -77,7 +77,7 @@ rule inpainting_figure:
         "results/figures/{experiment}/inpainting.log",
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("sample"),
         hash=experiment_hash("pictures"),
         text=option("--text-tokenizer", "text"),
     resources:

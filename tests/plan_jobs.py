@@ -79,6 +79,8 @@ def jobs(plan: Plan) -> dict[str, Job]:
                 *deps)
             if (exp, v) in timed:
                 add(f"speed:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
+            if claims and (exp, v) in claims["flops"]:
+                add(f"flops:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
             add(f"metrics:{exp}/{v}", stage_hash(cfg, "metrics"), f"samples:{exp}/{v}",
                 f"reference:{plan.reference_of[exp]}")
     for exp in plan.selection_experiments():
@@ -98,12 +100,15 @@ def jobs(plan: Plan) -> dict[str, Job]:
         *(f"report:{r}" for r in plan.reports if plan.available(r)))
     if claims:
         add("report:claims", claims["hash"], *(f"metrics:{e}/{v}" for e, v in claims["metrics"]),
-            *(f"speed:{e}/{v}" for e, v in claims["speed"]))
+            *(f"speed:{e}/{v}" for e, v in claims["speed"]), *(f"flops:{e}/{v}" for e, v in claims["flops"]),
+            *(f"transformer_report:{Path(f).parent.name}" for f in claims["models"]),
+            *(f"select:{Path(f).parent.name}/{Path(f).stem}" for f in claims["selections"]))
     return out
 
 
 def _run_of(path: str) -> tuple[str, str]:
-    """(experiment, variant) of a metrics or speed file path (Plan.metrics_file, Plan.speed_file)."""
+    """(experiment, variant) of a metrics, speed or FLOPs file path (Plan.metrics_file, Plan.speed_file,
+    drr.workflow.claims.flops_file)."""
     p = Path(path)
     return p.parent.name, p.stem
 
@@ -114,7 +119,8 @@ def _claims_runs(plan: Plan) -> dict | None:
         return None
     inputs = claims_inputs(plan, CLAIMS_FILE)
     return {"metrics": [_run_of(f) for f in inputs["metrics"]], "speed": [_run_of(f) for f in inputs["speed"]],
-            "hash": claims_hash(plan, CLAIMS_FILE)}
+            "flops": [_run_of(f) for f in inputs["flops"]], "models": inputs["models"],
+            "selections": inputs["selections"], "hash": claims_hash(plan, CLAIMS_FILE)}
 
 
 def rebuilt(old: Plan | dict, new: Plan | dict) -> set[str]:

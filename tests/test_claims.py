@@ -554,3 +554,17 @@ def test_flops_per_sample_count_the_samplers_forwards(tmp_path):
     rec = json.loads((tmp_path / "f.json").read_text())
     assert rec["flops_per_sample"] == count()["flops_per_sample"] and rec["counted_with"] == F.COUNTER
     assert set(rec["flops_per_sample_by_phase"]) == {"draft", "revise"}
+
+
+def test_a_suite_without_plain_runs_keeps_the_table_1_claim_and_says_why_beside_is_n_a(tmp_path):
+    """The paper suite has one seed of each model and no named runs: the Table 1 claim compares seed
+    0 as before, and the comparisons beside it read n/a with the reason."""
+    root = copy_workflow(tmp_path)
+    wf = read_yaml(root / "configs/workflow.yaml")
+    wf["suite"] = "tiny"
+    spec = RS.claims_spec(Plan(root, wf))
+    entry = next(e for e in spec["claims"] if e["name"] == "contextual_beats_ar_fid_precision")
+    assert [(p["a"]["experiment"], p["b"]["experiment"]) for p in entry["comparisons"][0]["seeds"]] == [("tiny", "tiny-ar")]
+    assert entry["beside"][0]["na"] == "suite tiny has no run 'plain' of tiny (configs/workflow.yaml `runs`)"
+    assert spec["spread"] == [] and spec["selections"] == [] and set(spec["models"]) == {"tiny", "tiny-ar"}
+    assert not any(r["variant"] == "plain" for r in spec["runs"])

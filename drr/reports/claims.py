@@ -337,6 +337,8 @@ def pair_effect(inputs: Inputs, comp: dict, a: dict, b: dict, label: str) -> Eff
 def comparison_effect(inputs: Inputs, comp: dict) -> Effect:
     metric = comp["metric"]
     head = f"{comp['prefix']}{COLUMNS[metric].label} ({comp['better']} is better)"
+    if "na" in comp:  # a run the suite lacks (the plan said why)
+        return Effect(head, na=comp["na"], required=comp.get("required", True))
     label = f"{head}: {_side_text(comp['a'], metric)} vs {_side_text(comp['b'], metric)}"
     if comp.get("seeds"):
         seeds = [pair_effect(inputs, comp, p["a"], p["b"], f"{head}: {_side_text(p['a'], metric)} vs "
@@ -461,8 +463,10 @@ def model_line(experiment: str, rep: dict) -> str:
     chain = rep.get("chain_rule_nll")
     if chain and chain.get("nats_per_map") is not None:
         se = f" ± {chain['se_over_maps']:.1f}" if chain.get("se_over_maps") is not None else ""
-        how = ("raster order" if chain.get("order") == "raster"
-               else f"mean of {chain.get('orders')} random orders, spread {chain.get('order_spread', float('nan')):.1f}")
+        spread = chain.get("order_spread")
+        how = ("raster order" if chain.get("order") == "raster" else
+               f"mean of {chain.get('orders')} random orders"
+               + (f", spread {spread:.1f}" if isinstance(spread, (int, float)) else ""))
         parts.append(f"chain-rule NLL {chain['nats_per_map']:.1f}{se} nats per map ({how}, {chain.get('maps')} maps)")
     else:
         parts.append("no chain-rule NLL (transformer.report.chain_rule_maps is 0)")

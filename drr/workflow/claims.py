@@ -154,7 +154,8 @@ def claim_entry(ctx: Context, name: str, claim: dict) -> dict:
      na: the reason no run can be named (the suite lacks the experiment),
      comparisons, beside: [{prefix, a, b, metric, better, required, paper_effect}] of a pairs claim,
          a and b each {experiment, variant, phase} (seed 0's); a per_seed claim's comparisons also
-         `seeds`: [{a, b}] for every training seed, seed 0's first (the suite's `seeds`),
+         `seeds`: [{a, b}] for every training seed, seed 0's first (the suite's `seeds`); a
+         comparison beside the claim whose run the suite lacks has `na` (the reason) for a and b,
      cells: [{experiment, variant, x}] of a trend claim: the cells varying its parameter, by x}
     """
     plan = ctx.plan
@@ -170,8 +171,14 @@ def claim_entry(ctx: Context, name: str, claim: dict) -> dict:
         for key in ("comparisons", "beside"):
             comps = []
             for c in _comparisons(ctx, name, claim, key):
-                sides = {s: select_run(ctx, name, claim, c[s]) for s in ("a", "b")}
                 comp = {k: c[k] for k in ("prefix", "metric", "better", "required", "paper_effect")}
+                try:
+                    sides = {s: select_run(ctx, name, claim, c[s]) for s in ("a", "b")}
+                except Missing as e:
+                    if key == "comparisons":
+                        raise
+                    comps.append(dict(comp, na=str(e)))  # a run shown beside, not in this suite
+                    continue
                 for s in ("a", "b"):
                     comp[s] = _side(sides[s], c[s].get("phase", phase))
                 if claim.get("per_seed") and key == "comparisons":
@@ -193,7 +200,7 @@ def entry_runs(entry: dict) -> dict[str, list[tuple[str, str]]]:
     """The runs whose metrics, speed and FLOPs files a claim's entry reads, each once."""
     out = {"metrics": [], "speed": [], "flops": []}
     claim = entry["claim"]
-    for comp in entry.get("comparisons", []) + entry.get("beside", []):
+    for comp in entry.get("comparisons", []) + [c for c in entry.get("beside", []) if "na" not in c]:
         pairs = comp.get("seeds") or [{"a": comp["a"], "b": comp["b"]}]
         for pair in pairs:
             for s in ("a", "b"):

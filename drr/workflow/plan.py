@@ -18,17 +18,17 @@ with `use`), and it is one of their inputs, so the DAG is known before any job r
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import json
 
 from drr.core.config import REPO, config_hash, load_config
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
-from drr.workflow.studies import CELL_SEP, PUBLISHED_FILE, ROLES, WORKFLOW_FILE, Cell, Studies, format_value, read_yaml
+from drr.workflow.studies import (CELL_SEP, PUBLISHED_FILE, ROLES, WORKFLOW_FILE, Cell, Studies, format_value,
+                                  read_yaml)
 
 SELECT_DIR = "results/select"
 USES = ("train", "sample")  # which jobs read a selection's choice: training (and its report), or sampling

@@ -63,6 +63,8 @@ def test_the_small_suite_has_two_seeds_of_each_model_sharing_one_tokenizer(small
     assert small.hash("transformer", "small-seed1") != small.hash("transformer", "small")
     assert small.hash("samples", "small-seed1") != small.hash("samples", "small")
     assert small.reference_of["small-seed1"] == small.reference_of["small"]
+    # the inpainting comparison puts each AR seed beside the contextual model of the same seed
+    assert small.ar_partner == {"small-ar": "small", "small-ar-seed1": "small-seed1"}
 
 
 def test_every_model_reads_the_choices_of_its_seed_0_experiment(small):

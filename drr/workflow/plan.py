@@ -570,6 +570,11 @@ class Plan:
             partner = self.suite["ablation"] if self.suite["ablation"] in same else (sorted(same) or [None])[0]
             if partner is not None:
                 self.ar_partner[ar] = partner
+        for ar, base in self.seed_of.items():  # another seed of an AR model: the partner's same seed
+            k = self.seeds_of(base).index(ar)
+            partner = self.ar_partner.get(base)
+            if partner is not None and len(self.seeds_of(partner)) > k:
+                self.ar_partner[ar] = self.seeds_of(partner)[k]
 
     def cells(self, report: str) -> list[Cell]:
         return self._cells[report]

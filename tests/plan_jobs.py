@@ -20,7 +20,7 @@ class Job:
 
 
 def _variants(plan: Plan) -> dict[str, list[str]]:
-    out = {e: ["default"] for e in plan.experiments}
+    out = {e: ["default", *plan.named.get(e, {})] for e in plan.experiments}
     for report in plan.reports:
         for e, v in plan.report_runs(report):
             if v not in out[e]:
@@ -50,6 +50,10 @@ def jobs(plan: Plan) -> dict[str, Job]:
         rfid = [f"reference:{plan.reference_of[exp]}"] if "reference" in plan.tokenizer_report_inputs(tok) else []
         add(f"tokenizer_report:{tok}", stage_hash(plan.experiments[exp], "tokenizer_report"),
             f"tokenizer:{tok}", *rfid)
+    def choices(exp, use):  # the select jobs whose choice files a job of `exp` reads
+        return [f"select:{plan.select_source[exp]}/{n}" for n, sel in plan.selections.items()
+                if exp in plan.select_source and sel["runs"] == use]
+
     for exp, cfg in plan.experiments.items():
         tok = cfg["tokenizer"]["name"]
         model = [f"tokenizer:{tok}", f"codes:{tok}/{cfg['data']['train_split']}"]
@@ -57,7 +61,9 @@ def jobs(plan: Plan) -> dict[str, Job]:
             model.append(f"text:{tok}")
         if "eval_codes" in plan.transformer_inputs(exp):
             model.append(f"codes:{tok}/{cfg['data']['eval_split']}")
-        add(f"transformer:{exp}", stage_hash(cfg, "transformer"), *model)
+        for run in plan.sweeps(exp):
+            add(f"sweep:{exp}/{run}", stage_hash(plan.sweep_config(exp, run), "transformer"), *model)
+        add(f"transformer:{exp}", stage_hash(cfg, "transformer"), *model, *choices(exp, "train"))
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")
     claims = _claims_runs(plan)
@@ -68,13 +74,20 @@ def jobs(plan: Plan) -> dict[str, Job]:
         tok = plan.experiments[exp]["tokenizer"]["name"]
         for v in variants:
             cfg = plan.resolved(exp, v)
-            deps = (f"tokenizer:{tok}", f"transformer:{exp}")
+            deps = (f"tokenizer:{tok}", f"transformer:{exp}", *([] if plan.is_named(exp, v) else choices(exp, "sample")))
             add(f"samples:{exp}/{v}", config_hash([stage_config(cfg, "samples"), stage_config(cfg, "merge")]),
                 *deps)
             if (exp, v) in timed:
                 add(f"speed:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
+            if claims and (exp, v) in claims["flops"]:
+                add(f"flops:{exp}/{v}", stage_hash(cfg, "speed"), *deps)
             add(f"metrics:{exp}/{v}", stage_hash(cfg, "metrics"), f"samples:{exp}/{v}",
                 f"reference:{plan.reference_of[exp]}")
+    for exp in plan.selection_experiments():
+        for name, sel in plan.selections.items():
+            runs = [plan.selection_run(name, v) for v in sel["values"]]
+            needs = [f"sweep:{exp}/{r}" for r in runs] if sel["runs"] == "train" else [f"metrics:{exp}/{r}" for r in runs]
+            add(f"select:{exp}/{name}", config_hash(plan.selection_args(exp, name)), *needs)
     for report in plan.reports:
         if not plan.available(report):
             continue
@@ -87,12 +100,15 @@ def jobs(plan: Plan) -> dict[str, Job]:
         *(f"report:{r}" for r in plan.reports if plan.available(r)))
     if claims:
         add("report:claims", claims["hash"], *(f"metrics:{e}/{v}" for e, v in claims["metrics"]),
-            *(f"speed:{e}/{v}" for e, v in claims["speed"]))
+            *(f"speed:{e}/{v}" for e, v in claims["speed"]), *(f"flops:{e}/{v}" for e, v in claims["flops"]),
+            *(f"transformer_report:{Path(f).parent.name}" for f in claims["models"]),
+            *(f"select:{Path(f).parent.name}/{Path(f).stem}" for f in claims["selections"]))
     return out
 
 
 def _run_of(path: str) -> tuple[str, str]:
-    """(experiment, variant) of a metrics or speed file path (Plan.metrics_file, Plan.speed_file)."""
+    """(experiment, variant) of a metrics, speed or FLOPs file path (Plan.metrics_file, Plan.speed_file,
+    drr.workflow.claims.flops_file)."""
     p = Path(path)
     return p.parent.name, p.stem
 
@@ -103,7 +119,8 @@ def _claims_runs(plan: Plan) -> dict | None:
         return None
     inputs = claims_inputs(plan, CLAIMS_FILE)
     return {"metrics": [_run_of(f) for f in inputs["metrics"]], "speed": [_run_of(f) for f in inputs["speed"]],
-            "hash": claims_hash(plan, CLAIMS_FILE)}
+            "flops": [_run_of(f) for f in inputs["flops"]], "models": inputs["models"],
+            "selections": inputs["selections"], "hash": claims_hash(plan, CLAIMS_FILE)}
 
 
 def rebuilt(old: Plan | dict, new: Plan | dict) -> set[str]:

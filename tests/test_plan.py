@@ -105,9 +105,9 @@ def test_one_cell_value_plans_that_cell_and_the_reports_that_show_it(root):
         assert old in text
         path.write_text(text.replace(old, "cells: [{t_draft: [4, 8, 16, 32, 48]}]"))
     got = rebuilt_after(root, edit)
-    # the claims report reads Figure 4(a)'s cells, and times them (time per sample vs T_draft)
-    assert got == {"samples:tiny/t_draft=48", "metrics:tiny/t_draft=48", "speed:tiny/t_draft=48",
-                   "report:fig4a", "report:claims", "report:index"}
+    # the claims report reads Figure 4(a)'s cells (no time per sample: that is a test of the code)
+    assert got == {"samples:tiny/t_draft=48", "metrics:tiny/t_draft=48", "report:fig4a", "report:claims",
+                   "report:index"}
 
 
 def test_a_cell_no_claim_reads_plans_no_claims_report(root):
@@ -239,3 +239,44 @@ def test_a_class_grid_shows_every_class_of_a_small_label_set():
     wf = yaml.safe_load((REPO / "configs/workflow.yaml").read_text())
     assert plan_mod.Plan(REPO, dict(wf, suite="small")).grid_classes("small") == list(range(10))
     assert plan_mod.Plan(REPO, dict(wf, suite="paper")).grid_classes("in256-crq-821m") == [7, 9, 200, 812, 933, 980]
+
+
+# -- the small suite's choices (configs/studies.yaml selections, configs/workflow.yaml select) -------
+
+def test_a_guidance_grid_value_plans_its_validation_run_the_choice_and_the_runs_that_read_it(root):
+    def edit(r):
+        path = r / "configs/studies.yaml"
+        old = "values: [1.0, 1.4, 1.8, 2.0]"
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, "values: [1.0, 1.4, 1.8, 2.5]"))
+    got = rebuilt_after(root, edit, suite="small")
+    assert {"samples:small/guidance-2.5", "metrics:small/guidance-2.5", "select:small/guidance",
+            "samples:small-ar/guidance-2.5", "select:small-ar/guidance", "samples:small/default",
+            "samples:small-seed1/default", "samples:small/t_draft=8", "metrics:small-ar-seed1/default"} <= got
+    # no model, no sweep, and not the runs that set their sampling themselves
+    assert not any(k.startswith(("transformer", "sweep:", "tokenizer", "codes", "reference")) for k in got)
+    assert not {"samples:small/plain", "samples:small/guidance-1.4", "select:small/lr"} & got
+
+
+def test_a_learning_rate_value_plans_its_sweep_run_and_every_model_that_reads_the_choice(root):
+    def edit(r):
+        path = r / "configs/studies.yaml"
+        old = "values: [3.0e-4, 1.0e-3, 3.0e-3]"
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, "values: [3.0e-4, 1.0e-3, 1.0e-2]"))
+    got = rebuilt_after(root, edit, suite="small")
+    assert {"sweep:small/lr-0.01", "sweep:small-ar/lr-0.01", "select:small/lr", "transformer:small",
+            "transformer:small-seed1", "transformer:small-ar-seed1", "select:small/guidance",
+            "metrics:small/plain"} <= got
+    assert not {"sweep:small/lr-0.001", "tokenizer:small-fmnist-rq8x8x4"} & got
+
+
+def test_the_small_suite_plans_the_protocols_runs():
+    jobs = plan_jobs.jobs(make_plan(REPO, "small"))
+    count = lambda prefix: sum(k.startswith(prefix) for k in jobs)
+    assert count("transformer:") == 4 and count("sweep:") == 6 and count("select:") == 4
+    assert {f"samples:{e}/{v}" for e in ("small", "small-ar") for v in ("plain", "guidance-1.0", "guidance-2.0")} <= set(jobs)
+    assert "samples:small-seed1/plain" not in jobs
+    assert "select:small/lr" in jobs["transformer:small-seed1"].needs
+    assert {"flops:small/t_draft=8", "flops:small-ar/default", "transformer_report:small-ar-seed1",
+            "select:small-ar/guidance", "metrics:small-ar/plain"} <= set(jobs["report:claims"].needs)

@@ -85,11 +85,13 @@ STAGES = {
 # finished runs made before the key existed, stay as they were; any other value is hashed. Sampling
 # ran in fp32 before `sampling.precision` existed (a bf16 run hashes apart from an fp32 one); fp32
 # sampling on a CPU is the same bit for bit, on a GPU it now has TF32 matmuls (float rounding, as
-# another GPU model would change it).
+# another GPU model would change it). Every run started at sample 0 before `generation.first_index`
+# existed.
 # A tokenizer step ran each process's share in one pass before `tokenizer.train.micro_batch_size`
 # existed (null); micro-batches change VQGAN's adaptive weight (per micro-batch) when the
 # discriminator is on, and the rounding otherwise.
-ADDED_KEYS = {"sampling.precision": "fp32", "tokenizer.train.micro_batch_size": None}
+ADDED_KEYS = {"sampling.precision": "fp32", "tokenizer.train.micro_batch_size": None,
+              "generation.first_index": 0}
 
 
 # Keys an imported tokenizer (tokenizer.checkpoint set) never reads: experiments importing the same

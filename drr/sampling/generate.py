@@ -16,7 +16,8 @@ there is no GPU) in `sampling.precision` (fp32, with TF32 matmuls on a GPU, or b
 drr.sampling.sampler.precision); `--device` and `--precision` override them. The merge runs on the
 CPU.
 
-Samples 0..num_samples-1 are cut into shards of ``generation.shard_size``; shard i goes to
+Samples first_index..first_index+num_samples-1 (``generation.first_index``, 0 by default) are cut
+into shards of ``generation.shard_size``; shard i goes to
 ``OUT/shards/shard-{i:05d}.npz`` (temporary name, fsync, rename, so a killed job never leaves a
 file that looks finished). ``--shard I`` makes only shard I (one SLURM array task per shard);
 without it every missing shard is made, then merged. A rerun skips finished shards after checking
@@ -109,8 +110,11 @@ def shard_path(out: Path, i: int) -> Path:
 
 
 def shard_range(cfg: dict, i: int) -> tuple[int, int]:
+    """[start, stop) of the sample indices of shard i: the run's samples are indices
+    generation.first_index .. first_index + num_samples - 1."""
     n, size = cfg["generation"]["num_samples"], cfg["generation"]["shard_size"]
-    return i * size, min((i + 1) * size, n)
+    first = cfg["generation"]["first_index"]
+    return first + i * size, first + min((i + 1) * size, n)
 
 
 def num_shards(cfg: dict) -> int:

@@ -5,25 +5,67 @@ statistics, each report's cells, inputs and spec (what its program receives:
 drr.workflow.report_spec), and the targets of `snakemake` (rule all). The rule files are wiring:
 their input functions and parameters call a Plan. What part of a config each stage depends on (the
 rules' `hash` parameter) is drr.core.stages.
+
+A suite may also name (configs/workflow.yaml) an experiment's other training `seeds` (the same
+config but `seed`: they share its tokenizer and its chosen settings), the experiments whose
+settings the workflow chooses (`select`: configs/studies.yaml `selections`) and named runs (`runs`:
+configs/studies.yaml `runs`). A selection is made by its own runs (training runs of each value,
+results/select/<experiment>/<name>-<value>/, or sampling runs, the variants <name>-<value>) and rule
+select_setting (drr.workflow.select), whose result results/select/<experiment>/<name>.yaml is a
+config layer: the jobs that use the chosen key read it after the experiment file (`config_args`
+with `use`), and it is one of their inputs, so the DAG is known before any job runs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from drr.core.config import REPO, config_hash
+from drr.core.config import REPO, config_hash, load_config
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
-from drr.workflow.studies import CELL_SEP, PUBLISHED_FILE, ROLES, Cell, Studies, read_yaml
+from drr.workflow.studies import (CELL_SEP, PUBLISHED_FILE, ROLES, WORKFLOW_FILE, Cell, Studies, format_value,
+                                  read_yaml)
+
+SELECT_DIR = "results/select"
+USES = ("train", "sample")  # which jobs read a selection's choice: training (and its report), or sampling
 
 
 def one_of(names) -> str:
     """A wildcard regex matching exactly these names (nothing, if there are none)."""
     names = sorted(set(names))
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def setting_text(value) -> str:
+    """A setting's value as the text of `--set KEY=TEXT`, which drr reads back as YAML to the same
+    value: null, true/false, a number, or a quoted string."""
+    return json.dumps(value)
+
+
+def nested(settings: dict) -> dict:
+    """{dotted key: value} as a nested override (a config layer)."""
+    out: dict = {}
+    for key, value in settings.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def published_numbers(section: dict, path: list[str], values: dict, phase: str) -> dict:
@@ -74,6 +116,9 @@ class Plan:
         self.scale = wf.get("scale")
         self.studies = Studies(self.root, scale=self.scale)
         self.experiments = {name: self.studies.config(name) for name in self.suite["experiments"]}
+        self._named_configs: dict = {}
+        self._seeds()
+        self._selections()
         self._tokenizers()
         self._transformers()
         self._releases()
@@ -87,18 +132,22 @@ class Plan:
     def experiment_file(name: str) -> str:
         return f"configs/experiments/{name}.yaml"
 
-    def config_args(self, name: str) -> list[str]:
+    def config_args(self, name: str, use: str | None = None) -> list[str]:
         """The config layers a job of experiment `name` reads: --config FILE for its experiment
-        file, then for each overlay of the scale (configs/scales/<scale>/)."""
+        file, then for each overlay of the scale (configs/scales/<scale>/), then, for a job that
+        uses the workflow's choices (`use`: train | sample), the choice file of each selection of
+        that use (`selection_layers`)."""
         files = [self.experiment_file(name), *self.studies.scale_files(name)]
+        files += self.selection_layers(name, use) if use is not None else []
         return [arg for f in files for arg in ("--config", f)]
 
-    def config_value(self, name: str) -> str | list[str]:
+    def config_value(self, name: str, use: str | None = None) -> str | list[str]:
         """The `config` parameter of a rule whose shell says `--config {params.config:q}`: the
-        experiment file alone, or with a scale [file, "--config", overlay, ...] (each word
-        quoted). One file stays a plain string, the parameter value of runs made before scales
-        existed, so those runs stay finished (Snakemake reruns a job whose parameters changed)."""
-        args = self.config_args(name)[1:]
+        experiment file alone, or with a scale or choices [file, "--config", layer, ...] (each
+        word quoted). One file stays a plain string, the parameter value of runs made before
+        scales existed, so those runs stay finished (Snakemake reruns a job whose parameters
+        changed)."""
+        args = self.config_args(name, use)[1:]
         return args[0] if len(args) == 1 else args
 
     @staticmethod
@@ -129,25 +178,30 @@ class Plan:
 
     def _tokenizers(self):
         # Tokenizers are shared by name: every experiment naming one must agree on what builds it.
+        # An experiment's other seeds (suite `seeds`) use its tokenizer: they come after every other
+        # experiment here, and are compared with their seed's value in place of their own.
         self.tokenizer_of: dict[str, str] = {}  # tokenizer name -> first experiment (sorted) using it
-        for name in sorted(self.experiments):
+        for name in sorted(self.experiments, key=lambda n: (n in self.seed_of, n)):
             tok = self.experiments[name]["tokenizer"]["name"]
             if tok not in self.tokenizer_of:
                 self.tokenizer_of[tok] = name
                 continue
             first = self.experiments[self.tokenizer_of[tok]]
+            cfg = self.experiments[name]
+            if name in self.seed_of:
+                cfg = dict(cfg, seed=self.experiments[self.seed_of[name]]["seed"])
             for stage in ("tokenizer", "codes"):
-                if stage_hash(first, stage) != stage_hash(self.experiments[name], stage):
+                if stage_hash(first, stage) != stage_hash(cfg, stage):
                     raise DrrError(
                         f"{self.experiment_file(name)}: tokenizer '{tok}' is also built by "
                         f"{self.experiment_file(self.tokenizer_of[tok])} with other settings "
-                        f"({first_difference(first, self.experiments[name], stage)}); "
+                        f"({first_difference(first, cfg, stage)}); "
                         "give one of them another tokenizer.name")
         self.imported_tokenizers = sorted(t for t, e in self.tokenizer_of.items()
                                           if self.experiments[e]["tokenizer"]["checkpoint"])
         self.trained_tokenizers = sorted(t for t in self.tokenizer_of if t not in self.imported_tokenizers)
         self.text_tokenizer_of: dict[str, str] = {}
-        for name in sorted(self.experiments):
+        for name in sorted(self.experiments, key=lambda n: (n in self.seed_of, n)):
             if self.cond_type(name) == "text":
                 self.text_tokenizer_of.setdefault(self.experiments[name]["tokenizer"]["name"], name)
         self.datasets = sorted({c["data"]["name"] for c in self.experiments.values()})
@@ -161,6 +215,183 @@ class Plan:
                                         and c["transformer"]["launch"]["executor"] == "inprocess")
         self.trained_submitted = sorted(n for n in cfgs if n not in self.trained_inprocess
                                         and n not in self.imported_transformers)
+
+    # -- seeds, selections and named runs (configs/workflow.yaml, configs/studies.yaml) -------------
+
+    def _where(self) -> str:
+        return f"{WORKFLOW_FILE}: suites.{self.suite_name}"
+
+    def _known(self, key: str, name) -> None:
+        if name not in self.suite["experiments"]:
+            raise DrrError(f"{self._where()}.{key}: {name!r} is not one of its experiments "
+                           f"({', '.join(self.suite['experiments'])})")
+
+    def _seeds(self):
+        """Suite key `seeds`: experiment -> its other training seeds, each checked to be the same
+        config but `seed` (resolved, scale included)."""
+        self.seed_of: dict[str, str] = {}        # another seed -> the experiment it is a seed of
+        self.seeds: dict[str, list[str]] = {}    # experiment -> [itself, its other seeds...]
+        table = self.suite.get("seeds") or {}
+        for exp, others in table.items():
+            self._known("seeds", exp)
+            for other in others:
+                self._known(f"seeds.{exp}", other)
+                if other == exp or other in table or other in self.seed_of:
+                    raise DrrError(f"{self._where()}.seeds.{exp}: {other!r} is already the experiment or "
+                                   "a seed of one; name each other seed once")
+                a = _flat({k: v for k, v in self.experiments[exp].items() if k != "seed"})
+                b = _flat({k: v for k, v in self.experiments[other].items() if k != "seed"})
+                diff = next((k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")), None)
+                if diff is not None:
+                    raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} differs from "
+                                   f"{self.experiment_file(exp)} in key '{diff}' ({b.get(diff, '<absent>')!r} vs "
+                                   f"{a.get(diff, '<absent>')!r}); another seed changes `seed` only")
+                if self.experiments[other]["seed"] == self.experiments[exp]["seed"]:
+                    raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} has the same "
+                                   f"seed as {self.experiment_file(exp)} ({self.experiments[exp]['seed']})")
+                self.seed_of[other] = exp
+            self.seeds[exp] = [exp, *others]
+
+    def seeds_of(self, experiment: str) -> list[str]:
+        """The experiment and its other seeds, seed order as configs/workflow.yaml lists them."""
+        return self.seeds.get(experiment, [experiment])
+
+    def _selections(self):
+        """Suite keys `select` and `runs`, and the `selections` and `runs` of configs/studies.yaml."""
+        studies = read_yaml(self.studies.path)
+        where = self.studies.path.name
+        run_defs, selection_defs = studies.get("runs", {}), studies.get("selections", {})
+        base = _flat(load_config())
+        for label, keys in ([(f"runs.{r}.{k}", list(s)) for r, d in run_defs.items() for k, s in d.items()]
+                            + [(f"selections.{n}.settings", list(d["settings"])) for n, d in selection_defs.items()]
+                            + [(f"selections.{n}.key", list(d["key"].values()) if isinstance(d["key"], dict)
+                                else [d["key"]]) for n, d in selection_defs.items()]):
+            for key in keys:
+                if key not in base:
+                    raise DrrError(f"{where}: {label}: '{key}' is not a setting of configs/base.yaml")
+        for run in run_defs:
+            if run in ("default", "base") or run in selection_defs:
+                raise DrrError(f"{where}: runs.{run}: the name of a variant of its own, not 'default', "
+                               "'base' nor a selection's name")
+        self.select_source: dict[str, str] = {}  # experiment -> the experiment whose runs choose its settings
+        for exp in self.suite.get("select") or []:
+            self._known("select", exp)
+            if exp in self.seed_of:
+                raise DrrError(f"{self._where()}.select: {exp!r} is a seed of {self.seed_of[exp]!r} and takes "
+                               f"its choices; select {self.seed_of[exp]!r}")
+            for name in self.seeds_of(exp):
+                self.select_source[name] = exp
+        self.selections: dict[str, dict] = selection_defs if self.select_source else {}
+        for exp in sorted(set(self.select_source.values())):
+            for name in self.selections:
+                self.selection_key(name, exp)  # a key for the experiment's model kind
+        self.named: dict[str, dict[str, dict]] = {}  # experiment -> variant -> {dotted key: value}
+        for run, exps in (self.suite.get("runs") or {}).items():
+            if run not in run_defs:
+                raise DrrError(f"{self._where()}.runs: {run!r} is not a run of {where} `runs` "
+                               f"({', '.join(run_defs) or 'none'})")
+            for exp in exps:
+                self._known(f"runs.{run}", exp)
+                if self.kind(exp) not in run_defs[run]:
+                    raise DrrError(f"{where}: runs.{run}: no settings for model kind {self.kind(exp)!r} "
+                                   f"(experiment {exp} of suite {self.suite_name})")
+                self.named.setdefault(exp, {})[run] = dict(run_defs[run][self.kind(exp)])
+        for exp in sorted(set(self.select_source.values())):
+            for name, sel in self.selections.items():
+                if sel["runs"] == "sample":
+                    for value in sel["values"]:
+                        self.named.setdefault(exp, {})[self.selection_run(name, value)] = {
+                            **sel["settings"], self.selection_key(name, exp): value}
+        for exp, variants in self.named.items():
+            for variant in variants:
+                self.resolved(exp, variant)  # every named run resolves (values checked) before any job
+
+    def selection_key(self, name: str, experiment: str) -> str:
+        """The config key selection `name` chooses for the experiment's model kind."""
+        key = self.selections[name]["key"]
+        if isinstance(key, str):
+            return key
+        if self.kind(experiment) not in key:
+            raise DrrError(f"{self.studies.path.name}: selections.{name}.key: no key for model kind "
+                           f"{self.kind(experiment)!r} (experiment {experiment} of suite {self.suite_name})")
+        return key[self.kind(experiment)]
+
+    @staticmethod
+    def selection_run(name: str, value) -> str:
+        """The run of one value of a selection: a training run's folder, or a variant's name."""
+        return f"{name}-{format_value(value)}"
+
+    @staticmethod
+    def selection_file(experiment: str, name: str, ext: str = "yaml") -> str:
+        """results/select/<experiment>/<name>.yaml (the choice, a config layer) or .json (its record)."""
+        return f"{SELECT_DIR}/{experiment}/{name}.{ext}"
+
+    def selection_layers(self, experiment: str, use: str) -> list[str]:
+        """The choice files a job of `experiment` that `use`s them reads (train: the training and
+        its report; sample: the default run, the cells, speed, FLOPs and pictures), in the order of
+        configs/studies.yaml `selections`; [] for an experiment without selections."""
+        if use not in USES:
+            raise ValueError(f"use {use!r} is not one of {USES}")
+        source = self.select_source.get(experiment)
+        if source is None:
+            return []
+        return [self.selection_file(source, n) for n, sel in self.selections.items() if sel["runs"] == use]
+
+    def selection_experiments(self) -> list[str]:
+        """The experiments whose own runs choose the suite's settings."""
+        return sorted(set(self.select_source.values()))
+
+    def sweeps(self, experiment: str) -> dict[str, dict]:
+        """The training runs of the `train` selections of a selecting experiment: run -> settings."""
+        if self.select_source.get(experiment) != experiment:
+            return {}
+        return {self.selection_run(n, v): {**sel["settings"], self.selection_key(n, experiment): v}
+                for n, sel in self.selections.items() if sel["runs"] == "train" for v in sel["values"]}
+
+    def sweep_names(self) -> list[str]:
+        return sorted({r for e in self.experiments for r in self.sweeps(e)})
+
+    def sweep_file(self, experiment: str, run: str) -> str:
+        return f"{SELECT_DIR}/{experiment}/{run}/checkpoint.pt"
+
+    def _sweep(self, experiment: str, run: str) -> dict:
+        runs = self.sweeps(experiment)
+        if run not in runs:
+            raise DrrError(f"{experiment}/{run}: not a training run of a selection of suite {self.suite_name} "
+                           f"({', '.join(runs) or 'none'})")
+        return runs[run]
+
+    def sweep_args(self, experiment: str, run: str) -> list[str]:
+        """The command-line config of a selection's training run: the experiment's layers, then
+        --set KEY=VALUE of its settings and value (no choice file: it is what is chosen from)."""
+        return self.config_args(experiment) + [a for k, v in self._sweep(experiment, run).items()
+                                               for a in ("--set", f"{k}={setting_text(v)}")]
+
+    def sweep_config(self, experiment: str, run: str) -> dict:
+        key = ("sweep", experiment, run)
+        if key not in self._named_configs:
+            layers = [self.studies.experiment_file(experiment),
+                      *(self.root / f for f in self.studies.scale_files(experiment))]
+            self._named_configs[key] = load_config(*layers, nested(self._sweep(experiment, run)))
+        return self._named_configs[key]
+
+    def selection_inputs(self, experiment: str, name: str) -> dict:
+        """What rule select_setting reads: the candidates, one per value in order (a training run's
+        checkpoint, whose training log lies beside it, or a validation run's metrics file)."""
+        if self.select_source.get(experiment) != experiment or name not in self.selections:
+            raise DrrError(f"{self.selection_file(experiment, name)}: no selection {name!r} is made on "
+                           f"{experiment} in suite {self.suite_name}")
+        sel = self.selections[name]
+        runs = [self.selection_run(name, v) for v in sel["values"]]
+        if sel["runs"] == "train":
+            return {"candidates": [self.sweep_file(experiment, r) for r in runs]}
+        return {"candidates": [self.metrics_file(experiment, r) for r in runs]}
+
+    def selection_args(self, experiment: str, name: str) -> list[str]:
+        """drr.workflow.select's arguments but the candidates and outputs."""
+        sel = self.selections[name]
+        return ["--name", name, "--experiment", experiment, "--key", self.selection_key(name, experiment),
+                "--lowest", sel["lowest"], "--values", *(setting_text(v) for v in sel["values"])]
 
     def _releases(self):
         # Each official release folder is fetched once (rule fetch_release), however many
@@ -231,17 +462,37 @@ class Plan:
     # -- variants -------------------------------------------------------------------------------
 
     def resolved(self, experiment: str, variant: str = "default") -> dict:
-        """The resolved config of a variant ('default' or a cell name of configs/studies.yaml)."""
+        """The resolved config of a variant ('default', a cell name of configs/studies.yaml or a
+        named run). A job that uses the workflow's choices resolves the chosen values in place of
+        the experiment's own: this config has the experiment's (the choices are inputs)."""
         if experiment not in self.experiments:
             raise DrrError(f"configs/workflow.yaml: experiment {experiment!r} is not in suite {self.suite_name}")
+        if variant in self.named.get(experiment, {}):
+            key = ("named", experiment, variant)
+            if key not in self._named_configs:
+                layers = [self.studies.experiment_file(experiment),
+                          *(self.root / f for f in self.studies.scale_files(experiment))]
+                try:
+                    self._named_configs[key] = load_config(*layers, nested(self.named[experiment][variant]))
+                except DrrError as e:
+                    raise DrrError(f"{self.studies.path.name}: run {variant} of {experiment}: {e}") from None
+            return self._named_configs[key]
         if variant != "default" and not self.studies.is_cell(variant):
             raise DrrError(f"variant {variant!r}: not 'default' nor a cell (parameter=value[,...] of "
                            f"{self.studies.path.name})")
         return self.studies.config(experiment, variant)
 
+    def is_named(self, experiment: str, variant: str) -> bool:
+        """A named run (configs/studies.yaml `runs`, or a run of a `sample` selection)."""
+        return variant in self.named.get(experiment, {})
+
     def variant_args(self, experiment: str, variant: str) -> list[str]:
-        """The command-line config of a variant: its --config layers, then --set KEY=VALUE of a cell."""
-        args = self.config_args(experiment)
+        """The command-line config of a variant: its --config layers (the default run and the cells
+        with the `sample` choices), then --set KEY=VALUE of a cell or a named run."""
+        if self.is_named(experiment, variant):
+            return self.config_args(experiment) + [a for k, v in self.named[experiment][variant].items()
+                                                   for a in ("--set", f"{k}={setting_text(v)}")]
+        args = self.config_args(experiment, "sample")
         if self.studies.is_cell(variant):
             cell = self.studies.parse_cell(variant)
             for s in self.studies.cell_settings(experiment, cell):
@@ -252,7 +503,8 @@ class Plan:
         """A regex of every variant name the plan can make: default, base, and any cell whose
         values are plain YAML scalars (letters, digits, . _ -), joined by + (studies.CELL_SEP)."""
         one = f"(?:{one_of(self.studies.parameters)})=[A-Za-z0-9._-]+"
-        return f"default|base|{one}(?:{re.escape(CELL_SEP)}{one})*"
+        named = sorted({v for runs in self.named.values() for v in runs})
+        return f"default|base|{one_of(named) + '|' if named else ''}{one}(?:{re.escape(CELL_SEP)}{one})*"
 
     def num_shards(self, experiment: str, variant: str) -> int:
         gen = self.resolved(experiment, variant)["generation"]
@@ -266,7 +518,14 @@ class Plan:
 
     # -- inputs of the model stages -------------------------------------------------------------
 
-    def transformer_inputs(self, experiment: str) -> dict:
+    def _layer_inputs(self, experiment: str, use: str) -> dict:
+        """{select_<name>: choice file} of the selections a job that `use`s them reads."""
+        files = self.selection_layers(experiment, use)
+        return {f"select_{Path(f).stem}": f for f in files}
+
+    def transformer_inputs(self, experiment: str, choices: bool = True) -> dict:
+        """The training's (and the transformer report's) inputs; with `choices`, the `train`
+        choices too (a selection's own training runs are made without them)."""
         cfg = self.experiments[experiment]
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "codes": self.codes_dir(cfg, cfg["data"]["train_split"])}
@@ -274,15 +533,19 @@ class Plan:
             inputs["text"] = self.text_tokenizer_path(cfg)
         if cfg["transformer"]["train"]["eval_every"]:  # read beside --codes (drr.transformer.train)
             inputs["eval_codes"] = self.eval_codes(experiment)
-        return inputs
+        return dict(inputs, **self._layer_inputs(experiment, "train")) if choices else inputs
 
-    def sampling_inputs(self, experiment: str) -> dict:
+    def sampling_inputs(self, experiment: str, variant: str = "default") -> dict:
+        """A sampling job's inputs: the models, a text model's caption inputs, and for the default
+        run and the cells the `sample` choices (a named run sets its sampling itself)."""
         cfg = self.experiments[experiment]
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "transformer": f"results/transformers/{experiment}/checkpoint.pt"}
         if self.cond_type(experiment) == "text":
             inputs["text"] = self.text_tokenizer_path(cfg)
             inputs["captions"] = self.codes_dir(cfg, cfg["data"]["eval_split"])
+        if not self.is_named(experiment, variant):
+            inputs.update(self._layer_inputs(experiment, "sample"))
         return inputs
 
     def eval_codes(self, experiment: str) -> str:
@@ -307,6 +570,11 @@ class Plan:
             partner = self.suite["ablation"] if self.suite["ablation"] in same else (sorted(same) or [None])[0]
             if partner is not None:
                 self.ar_partner[ar] = partner
+        for ar, base in self.seed_of.items():  # another seed of an AR model: the partner's same seed
+            k = self.seeds_of(base).index(ar)
+            partner = self.ar_partner.get(base)
+            if partner is not None and len(self.seeds_of(partner)) > k:
+                self.ar_partner[ar] = self.seeds_of(partner)[k]
 
     def cells(self, report: str) -> list[Cell]:
         return self._cells[report]

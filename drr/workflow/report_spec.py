@@ -24,13 +24,13 @@ from drr.core.files import write_text
 from drr.workflow.claims import (
     CLAIMS_FILE,
     Context,
-    Missing,
-    _comparisons,
+    claim_entry,
     claims_inputs,
+    entry_runs,
+    evidence,
+    flops_file,
     load_claims,
-    report_cells,
     report_files,
-    select_run,
 )
 from drr.workflow.plan import Plan
 from drr.workflow.studies import WORKFLOW_FILE, read_yaml
@@ -50,71 +50,41 @@ def spec_names(plan: Plan) -> list[str]:
 
 def claims_spec(plan: Plan, claims_path=CLAIMS_FILE) -> dict:
     """The claims report's spec: each claim of `claims_path` (relative to the plan's root) with
-    the runs it reads.
+    the runs it reads, and the evidence the report shows beside a claim that is not reproduced.
 
-    claims            [{name, claim (its configs/claims.yaml entry), and one of
-                        na: the reason no run can be named (the suite lacks the experiment),
-                        comparisons: [{prefix, a, b, metric, better}] of a pairs claim, a and b
-                                     each {experiment, variant, phase},
-                        cells: [{experiment, variant, x}] of a trend or linear_time claim: the
-                               cells varying its parameter, x the parameter's typed value, by x}]
+    claims            [drr.workflow.claims.claim_entry of each claim: {name, claim, and na, or
+                       comparisons and beside (pairs; `seeds` per training seed), or cells (trend)}]
     links             report -> the file under reports/ that shows it
-    runs              [{experiment, variant, metrics, speed}]: the files of every run the claims
-                      read (null where a claim reads no such file), the rule's inputs
+    runs              [{experiment, variant, metrics, speed, flops}]: the files of every run the
+                      claims read (null where a claim reads no such file), the rule's inputs
+    spread            [[experiment, variant]]: the ablation experiment's default run of each seed
+    models            {experiment: transformer report (report.json)} of the models the claims use
+    selections        [{experiment, name, record}]: the records of the workflow's choices
     """
     ctx = Context(plan, Path(claims_path))
     claims = load_claims(Path(plan.root) / claims_path, plan.studies)
-    out = []
-    for name, claim in claims.items():
-        entry = {"name": name, "claim": claim}
-        phase = claim.get("phase", "revised")
-        try:
-            if claim["kind"] == "pairs":
-                comps = []
-                for prefix, a, b, metric, better in _comparisons(ctx, name, claim):
-                    sides = {}
-                    for side, sel in (("a", a), ("b", b)):
-                        experiment, variant = select_run(ctx, name, claim, sel)
-                        sides[side] = {"experiment": experiment, "variant": variant,
-                                       "phase": sel.get("phase", phase)}
-                    comps.append({"prefix": prefix, **sides, "metric": metric, "better": better})
-                entry["comparisons"] = comps
-            else:
-                param = claim["parameter"]
-                cells = [c for c in report_cells(ctx, name, claim) if param in dict(c.values)]
-                entry["cells"] = [{"experiment": c.experiment, "variant": c.name, "x": c.value(param)}
-                                  for c in sorted(cells, key=lambda c: c.value(param))]
-        except Missing as e:
-            entry["na"] = str(e)
-        out.append(entry)
+    out = [claim_entry(ctx, name, claim) for name, claim in claims.items()]
+    ev = evidence(plan, out)
     runs: dict[tuple[str, str], dict] = {}
-    for kind in ("metrics", "speed"):
-        for experiment, variant in _claims_runs(out, kind):
+    files = {"metrics": plan.metrics_file, "speed": plan.speed_file, "flops": flops_file}
+    found = {"metrics": [tuple(r) for r in ev["spread"]], "speed": [], "flops": []}
+    for entry in out:
+        for kind, these in entry_runs(entry).items():
+            found[kind] += these
+    for kind in ("metrics", "speed", "flops"):
+        for experiment, variant in dict.fromkeys(found[kind]):
             run = runs.setdefault((experiment, variant), {"experiment": experiment, "variant": variant,
-                                                          "metrics": None, "speed": None})
-            run[kind] = getattr(plan, f"{kind}_file")(experiment, variant)
+                                                          "metrics": None, "speed": None, "flops": None})
+            run[kind] = files[kind](experiment, variant)
     inputs = claims_inputs(plan, claims_path)  # the claims rule's inputs: the same files
-    for kind in ("metrics", "speed"):
+    for kind in ("metrics", "speed", "flops"):
         have = {r[kind] for r in runs.values()} - {None}
         if have != set(inputs[kind]):
             raise DrrError(f"{claims_path}: the runs resolved for the spec and the claims rule's "
                            f"--{kind} inputs differ ({', '.join(sorted(have ^ set(inputs[kind])))})")
     return {"name": CLAIMS, "kind": CLAIMS, "suite": plan.suite_name, "scale": plan.scale,
             "claims_file": str(claims_path), "claims": out,
-            "links": report_files(plan, claims), "runs": list(runs.values())}
-
-
-def _claims_runs(claims: list[dict], kind: str) -> list[tuple[str, str]]:
-    """The runs whose `kind` (metrics | speed) file the claims read, each once."""
-    out = []
-    for entry in claims:
-        claim = entry["claim"]
-        for comp in entry.get("comparisons", []):
-            if (comp["metric"] == "s_per_sample") == (kind == "speed"):
-                out += [(comp[s]["experiment"], comp[s]["variant"]) for s in ("a", "b")]
-        if "cells" in entry and (claim["metric"] == "s_per_sample") == (kind == "speed"):
-            out += [(c["experiment"], c["variant"]) for c in entry["cells"]]
-    return list(dict.fromkeys(out))
+            "links": report_files(plan, claims), "runs": list(runs.values()), **ev}
 
 
 def spec(plan: Plan, name: str, claims_path=CLAIMS_FILE) -> dict:

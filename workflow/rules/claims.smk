@@ -1,9 +1,11 @@
 # Claims stage: the paper's claims (configs/claims.yaml) against the suite's results, one verdict
 # each, computed by drr.reports.claims under the protocol of docs/small-suite.md. Its inputs are the
 # claims' spec (rule report_spec: each claim with the runs it compares, resolved by the plan), the
-# metrics rows of every run the claims read (cells of the studies.yaml reports they name, and the
-# default runs of the ablation experiment and its AR baseline) and the speed files of the s/sample
-# claims: drr.workflow.claims.claims_inputs asks the plan, so the rule and the spec name the same files.
+# metrics rows of every run the claims read (cells of the studies.yaml reports they name, the
+# default runs of the ablation experiment and its AR baseline for every training seed, their plain
+# runs), the speed files and FLOPs counts of the s/sample claim, and the evidence: the transformer
+# reports of the models and the records of the workflow's choices (rule select_setting).
+# drr.workflow.claims.claims_inputs asks the plan, so the rule and the spec name the same files.
 #
 # In rule all only for suite `small`, the suite whose protocol the claims were written for (1,000
 # samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
@@ -24,6 +26,8 @@ rule claims:
     params:
         py=PY,
         speed=lambda w, input: ["--speed", *input.speed] if input.speed else [],
+        evidence=lambda w, input: [a for k in ("flops", "models", "selections") if getattr(input, k)
+                                   for a in (f"--{k}", *getattr(input, k))],
     shell:
         "{params.py:q} -m drr.reports.claims --spec {input.spec:q} --metrics {input.metrics:q} {params.speed:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " {params.evidence:q} --out {output:q} > {log:q} 2>&1"

@@ -98,6 +98,12 @@ def experiment_config(w):
     return PLAN.config_value(w.experiment)
 
 
+def chosen_config(use):
+    """The `config` parameter of a job that reads the workflow's choices of `use` (train | sample:
+    configs/studies.yaml `selections`) after the experiment's layers; the plain file elsewhere."""
+    return lambda w: PLAN.config_value(w.experiment, use)
+
+
 def experiment_hash(stage):
     return lambda w: _plan("hash", stage, w.experiment)
 
@@ -115,7 +121,7 @@ def transformer_inputs(w):
 
 
 def sampling_inputs(w):
-    return PLAN.sampling_inputs(w.experiment)
+    return PLAN.sampling_inputs(w.experiment, w.get("variant", "default"))
 
 
 def option(flag, name):

@@ -80,7 +80,7 @@ rule figure5:
         "results/reports/fig5.log",
     params:
         py=PY,
-        config=PLAN.config_value(ABLATION) if ABLATION else None,
+        config=PLAN.config_value(ABLATION, "sample") if ABLATION else None,
         hash=lambda w: drr.core.config.config_hash([FIG5, PLAN.hash("pictures", ABLATION)]),
         t_draft=[str(t) for t in FIG5["t_draft"]],
         m=FIG5["revise_iterations"],
@@ -107,7 +107,7 @@ rule condition_grid:
         grid="classes|captions",
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("sample"),
         hash=lambda w: drr.core.config.config_hash([PLAN.studies.pictures, PLAN.hash("pictures", w.experiment)]),
         args=grid_args,
     resources:

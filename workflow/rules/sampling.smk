@@ -1,7 +1,8 @@
 # Sampling stage (paper §3.3, Algorithm 2): Draft-and-Revise samples of every experiment and
 # variant ("default", or an ablation cell of configs/studies.yaml such as t_draft=16), made in
 # shards that run as parallel (GPU) jobs and are merged into one samples.npz for the metrics
-# stage; the speed measurement of Table 4; and the inpainting figure of App. D.3.
+# stage; the speed measurement of Table 4 and the FLOPs per sample; and the inpainting figure of
+# App. D.3.
 
 
 rule generate_shard:
@@ -67,6 +68,25 @@ rule sampling_speed:
         " --transformer {input.transformer:q} {params.text:q} --json {output:q} > {log:q} 2>&1"
 
 
+# FLOPs per sample of a run's sampler (drr.sampling.flops), counted on the CPU for two samples: the
+# cost that decides speed on a CPU, which the claims report gives where s/sample is no claim.
+rule sampling_flops:
+    input:
+        unpack(sampling_inputs),
+    output:
+        "results/flops/{experiment}/{variant}.json",
+    log:
+        "results/flops/{experiment}/{variant}.log",
+    params:
+        py=PY,
+        configs=variant_args,
+        hash=variant_hash("speed"),
+        text=text_condition_args,
+    shell:
+        "{params.py:q} -m drr.sampling.flops {params.configs:q} --tokenizer {input.tokenizer:q}"
+        " --transformer {input.transformer:q} {params.text:q} --json {output:q} > {log:q} 2>&1"
+
+
 rule inpainting_figure:
     input:
         unpack(sampling_inputs),
@@ -77,7 +97,7 @@ rule inpainting_figure:
         "results/figures/{experiment}/inpainting.log",
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("sample"),
         hash=experiment_hash("pictures"),
         text=option("--text-tokenizer", "text"),
     resources:

@@ -43,7 +43,7 @@ rule train_transformer:
         experiment=one_of(PLAN.trained_inprocess),
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("train"),
         hash=experiment_hash("transformer"),
         text=option("--text-tokenizer", "text"),
     resources:
@@ -63,7 +63,7 @@ rule submit_transformer:
         experiment=one_of(PLAN.trained_submitted),
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("train"),
         hash=experiment_hash("transformer"),
         text=option("--text-tokenizer", "text"),
     shell:
@@ -106,7 +106,7 @@ rule report_transformer:
         "results/transformers/{experiment}/report.log",
     params:
         py=PY,
-        config=experiment_config,
+        config=chosen_config("train"),
         hash=experiment_hash("transformer_report"),
         text=option("--text-tokenizer", "text"),
     resources:

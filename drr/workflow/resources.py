@@ -733,6 +733,10 @@ def suite_jobs(plan) -> list[Job]:
     out.append(Job("claims", "reports/claims.md"))
     from drr.workflow.report_spec import spec_file, spec_names
     out += [Job("report_spec", spec_file(n)) for n in spec_names(plan)]
+    from drr.workflow.claims import CLAIMS_FILE, claims_inputs
+    if (Path(plan.root) / CLAIMS_FILE).is_file():  # FLOPs per sample of the runs the speed claims read
+        for f in claims_inputs(plan, CLAIMS_FILE)["flops"]:
+            out.append(Job("sampling_flops", f, Path(f).parent.name, Path(f).stem))
     return out
 
 

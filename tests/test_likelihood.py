@@ -197,7 +197,8 @@ def test_the_transformer_report_gives_the_chain_rule_nll(tmp_path, kind):
 
 def test_the_chain_rule_settings_rerun_that_report_and_nothing_else(tmp_path):
     """transformer.report is in the transformer_report stage keys: changing it plans that model's
-    report again, and no training, sampling or other report."""
+    report again, and the claims report that reads it (its chain-rule NLL claim), and no
+    training, sampling or other report."""
     root = copy_workflow(tmp_path)
 
     def plan():
@@ -209,4 +210,4 @@ def test_the_chain_rule_settings_rerun_that_report_and_nothing_else(tmp_path):
     doc = yaml.safe_load(path.read_text())
     doc.setdefault("transformer", {})["report"] = {"chain_rule_maps": 10, "chain_rule_orders": 3}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    assert plan_jobs.rebuilt(before, plan()) == {"transformer_report:tiny"}
+    assert plan_jobs.rebuilt(before, plan()) == {"transformer_report:tiny", "report:claims"}

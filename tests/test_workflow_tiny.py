@@ -346,7 +346,8 @@ def test_paper_suite_plans_submitit_training_and_caption_tokenizers(tmp_path):
     assert counts["submit_transformer"] == 6        # every paper experiment submits itself via submitit
     assert "train_transformer" not in counts
     assert counts["train_text_tokenizer"] == 1      # one BPE for the CC-3M tokenizer's captions
-    assert counts["import_tokenizer"] == 2 and counts["train_tokenizer"] == 1  # ImageNet (shared by the AR model), CC-3M
+    assert counts["import_tokenizer"] == 2          # the official ImageNet (shared by the AR model) and CC-3M RQ-VAEs
+    assert counts["submit_tokenizer"] == 1 and "train_tokenizer" not in counts  # the VQ tokenizer, via submitit
     assert counts["import_transformer"] == 1                # the official AR RQ-Transformer 1.4B
     # 50k samples in 10 shards for each ImageNet run, 15,840 in 8 for each CC-3M one: the seven
     # default runs, then the ablation cells of configs/studies.yaml (18 of the 821M model besides

@@ -17,9 +17,10 @@ PAPER_DATA = ("data/imagenet/train/n01440764/n01440764_10026.JPEG",
 
 
 def copy_workflow(dst: Path, official_standins: bool = False) -> Path:
-    """Snakefile, workflow/, configs/, slurm/ and environment.yml (the rules' conda env) into dst;
-    with `official_standins`, also the stand-in data of suite=paper (PAPER_DATA)."""
-    for item in ("Snakefile", "workflow", "configs", "slurm", "environment.yml"):
+    """Snakefile, workflow/, configs/, profiles/ (the default profile Snakemake reads beside the
+    Snakefile), slurm/ and environment.yml into dst; with `official_standins`, also the stand-in
+    data of suite=paper (PAPER_DATA)."""
+    for item in ("Snakefile", "workflow", "configs", "profiles", "slurm", "environment.yml"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / item)
     if official_standins:

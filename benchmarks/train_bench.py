@@ -8,7 +8,7 @@ Random code maps and labels stand in for data (throughput does not depend on the
 eq. 10. FLOPs are counted analytically for the expected mask count (E|m| = 2N/π): 2 FLOPs per
 multiply-add in every matmul of the spatial transformer over L_cond + N positions, of the depth
 transformer over the masked positions times D, attention scores and values included, and 3x the
-forward for a training step. Targets (issue 3): MFU >= 40% of bf16 peak on one H100.
+forward for a training step. Target: MFU >= 40% of bf16 peak on one H100.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 import torch
 
 from drr.core.config import REPO, load_config, override_from_dotted
+from drr.core.device import autocast
 from drr.transformer.model import ContextualRQTransformer, TransformerConfig, masked_nll, sample_masks
 
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core FLOP/s
@@ -45,7 +46,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="autocast of the forward pass (drr.core.device.autocast): auto is bf16 on CUDA, "
+                        "fp32 on the CPU")
+    p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = load_config(REPO / f"configs/experiments/{args.experiment}.yaml",
                       override_from_dotted([]))
@@ -58,11 +65,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, c.codebook_size, (b, c.num_positions, c.depth), generator=g).to(device)
     cond = torch.randint(0, c.cond_vocab, (b, c.cond_length), generator=g).to(device)
-    bf16 = device.type == "cuda"
-
     def step():
         mask = sample_masks(b, c.num_positions, g).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, args.precision):
             loss = masked_nll(net(codes, mask, cond))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -82,8 +87,10 @@ def main() -> None:
 
     params = sum(p.numel() for p in model.parameters())
     tokens = b * c.num_positions * c.depth
+    gpu = device.type == "cuda"
     print(f"experiment {args.experiment}: {params / 1e6:.1f}M parameters, batch {b}, "
-          f"device {torch.cuda.get_device_name() if bf16 else 'cpu'} ({torch.get_num_threads()} threads)")
+          f"device {torch.cuda.get_device_name() if gpu else 'cpu'} ({torch.get_num_threads()} threads), "
+          f"precision {args.precision}, {'compiled' if args.compile else 'eager'}")
     print(f"step {dt * 1e3:.1f} ms, {tokens / dt:,.0f} code tokens/s, {b / dt:,.1f} code maps/s")
     flops = train_flops_per_sample(c) * b / dt
     print(f"model FLOP/s {flops / 1e12:.2f} T (analytic, expected mask count)")

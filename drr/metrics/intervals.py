@@ -115,7 +115,9 @@ def replicates_for(n: int, d: int = 2048) -> int:
 def half_samples(n: int, splits: int, strata=None, seed: int = BOOT_SEED) -> tuple[np.ndarray, str]:
     """(splits, N) bool membership of H in each random halving, and the key naming them (same key,
     same splits). H' is the complement. With `strata` (e.g. the class labels) every stratum is split
-    in two, its odd sample (if any) going to H or H' by a coin."""
+    in two; the odd samples of the strata of odd size go half to H and half to H' (which ones at
+    random; an odd one out by a coin), so that each half holds N/2 samples, rounded either way, and
+    at least 2 of any N >= 4 however small the strata."""
     h = hashlib.sha256(f"half|{seed}|{n}|{splits}|".encode())
     if strata is not None:
         strata = np.asarray(strata)
@@ -125,14 +127,25 @@ def half_samples(n: int, splits: int, strata=None, seed: int = BOOT_SEED) -> tup
         code = np.unique(strata, return_inverse=True)[1].ravel()
     else:
         code = np.zeros(n, np.int64)
+    sizes = np.bincount(code)
+    odd = sizes % 2 == 1
+    if odd.any():  # split as below since the odd samples are balanced: not paired with rows split before
+        h.update(b"balanced odd samples")
     key = h.hexdigest()[:16]
     rng = np.random.default_rng([seed, n, splits, int(key, 16) % (2 ** 32)])
-    sizes = np.bincount(code)
     starts = np.cumsum(sizes) - sizes
     order = np.argsort(code[None, :] + rng.random((splits, n)), axis=1)   # by stratum, random within
     rank = np.empty((splits, n), np.int64)
     rank[np.arange(splits)[:, None], order] = np.arange(n)[None, :] - starts[code[order]]
-    take = sizes // 2 + (sizes % 2) * rng.integers(0, 2, size=(splits, len(sizes)))
+    extra = np.zeros((splits, len(sizes)), np.int64)
+    if odd.any():
+        # a random order of the odd strata in each split; the first half of them (and the middle one
+        # by a coin when their count is odd) give their odd sample to H
+        n_odd = int(odd.sum())
+        position = np.argsort(np.argsort(rng.random((splits, n_odd)), axis=1), axis=1)
+        first = n_odd // 2 + (n_odd % 2) * rng.integers(0, 2, size=(splits, 1))
+        extra[:, odd] = position < first
+    take = sizes // 2 + extra
     return rank < take[:, code], key
 
 

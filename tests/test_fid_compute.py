@@ -2,12 +2,16 @@
 FLOPs of both kinds (drr.transformer.flops), the core-seconds of a training log, the report that
 puts both models in one figure (drr.reports.fid_compute), and the rules that make it."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from drr.core.errors import DrrError
+from drr.reports import fid_compute as R
 from drr.transformer import flops as F
 from drr.transformer.build import build_transformer
 from drr.transformer.model import TransformerConfig, sample_masks
@@ -90,3 +94,148 @@ def test_the_small_suite_models():
     ctx, ar = (F.train_flops_per_sample(cfgs[e]) for e in ("small", "small-ar"))
     assert ctx == pytest.approx(927.07e6, rel=1e-4) and ar == pytest.approx(1159.10e6, rel=1e-4)
     assert ar / ctx == pytest.approx(1.25, abs=0.01)
+
+
+# --- core-seconds from the training log ----------------------------------------------------------
+
+
+def write_log(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_core_seconds_of_each_logged_interval_from_its_tokens_per_second(tmp_path):
+    tokens = 32 * 64 * 4            # batch x H·W x D
+    log = write_log(tmp_path / "metrics.jsonl", [
+        {"step": 50, "lr": 1e-4, "loss": 5.0, "masked_fraction": 0.6, "tokens_per_s": tokens / 0.5},
+        {"step": 50, "heldout_nll": 5.1},                       # held-out rows carry no rate
+        {"step": 100, "lr": 2e-4, "loss": 4.0, "masked_fraction": 0.6, "tokens_per_s": tokens / 1.0},
+        {"step": 130, "lr": 2e-4, "loss": 4.0, "masked_fraction": 0.6, "tokens_per_s": tokens / 2.0},
+    ])
+    rows = R.read_log(log)
+    assert [r["step"] for r in rows] == [50, 100, 130]
+    curve = R.core_seconds(rows, tokens)
+    assert curve == [(0, 0.0), (50, 25.0), (100, 75.0), (130, 135.0)]
+    assert R.seconds_at(curve, 75) == 50.0                       # inside 50..100 at 1 s a step
+    assert R.seconds_at(curve, 120) == 115.0                     # inside 100..130 at 2 s a step
+    assert R.seconds_at(curve, 130) == 135.0 and R.seconds_at(curve, 0) == 0.0
+    assert R.core_seconds(rows, tokens, cores=2)[-1] == (130, 270.0)
+    with pytest.raises(DrrError, match="logs steps up to 130, not step 131"):
+        R.seconds_at(curve, 131)
+
+
+def test_a_bad_training_log_is_one_line_naming_it(tmp_path):
+    with pytest.raises(DrrError, match="training log not found"):
+        R.read_log(tmp_path / "none.jsonl")
+    bad = write_log(tmp_path / "a.jsonl", [{"step": 50, "tokens_per_s": 10.0}, {"step": 50, "tokens_per_s": 9.0}])
+    with pytest.raises(DrrError, match="step 50 is logged twice"):
+        R.read_log(bad)
+    with pytest.raises(DrrError, match="no row with tokens_per_s"):
+        R.read_log(write_log(tmp_path / "b.jsonl", [{"step": 50, "heldout_nll": 3.0}]))
+    (tmp_path / "c.jsonl").write_text('{"step": 50, "tokens_per_s": 1.0}\n{"step": 1\n')
+    with pytest.raises(DrrError, match="line 2 is not JSON"):
+        R.read_log(tmp_path / "c.jsonl")
+
+
+# --- the report from synthetic steps, logs and configs -------------------------------------------
+
+MAPS = 1200                         # training rows of the stand-in code map: an epoch is 37.5 steps
+
+
+def fid_row(steps, phase, fid, key):
+    return {"steps": steps, "phase": phase, "n_samples": 1000, "fid": fid, "fid_lo": fid - 2, "fid_hi": fid + 3,
+            "precision": 0.5, "recall": 0.3, "boot_key": key, "boot_fid": np.full(20, fid),
+            "checkpoint": f"ck-{steps}"}
+
+
+def model_files(root, name, fids, seconds_per_step, log_every=50):
+    """config.yaml, metrics.jsonl and an empty checkpoint in results/transformers/<name>/, and the
+    steps JSON results/steps/<name>.json; fids {step: (draft FID or None, revised FID)}."""
+    from drr.core.config import REPO, load_config, save_config
+    from drr.sampling.steps import summary
+
+    cfg = load_config(REPO / f"configs/experiments/{name}.yaml")
+    run = root / "results/transformers" / name
+    run.mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    (run / "checkpoint.pt").write_bytes(b"")
+    last = cfg["transformer"]["train"]["steps"]
+    tokens = 32 * 64 * 4
+    logged = [*range(log_every, last, log_every), last]
+    write_log(run / "metrics.jsonl", [{"step": s, "loss": 3.0, "tokens_per_s": tokens / seconds_per_step}
+                                      for s in logged] + [{"step": last, "heldout_nll": 3.2}])
+    rows = [fid_row(s, p, f, name) for s, (d, r) in fids.items() for p, f in (("draft", d), ("revised", r))
+            if f is not None]
+    record = {"table": summary(rows), "experiment": name, "kind": cfg["transformer"]["model"]["kind"],
+              "samples": 1000, "sampling": cfg["sampling"], "transformer": str(run / "checkpoint.pt")}
+    steps = root / "results/steps" / f"{name}.json"
+    steps.parent.mkdir(parents=True, exist_ok=True)
+    steps.write_text(json.dumps(record, default=lambda a: a.tolist()))
+    return steps, run / "checkpoint.pt"
+
+
+@pytest.fixture
+def suite_files(tmp_path):
+    from drr.codes.store import CodeMapWriter
+    codes = tmp_path / "results/codes/train"
+    w = CodeMapWriter(codes, {"code_shape": [1, 1, 1], "codebook_size": 4, "tokenizer": "t",
+                              "tokenizer_sha256": "a" * 64, "dataset": "d", "split": "train",
+                              "num_rows": MAPS}, 500)
+    w.write(np.arange(MAPS), np.zeros((MAPS, 1, 1, 1), dtype=np.int64), np.zeros(MAPS, dtype=np.int64))
+    w.finish()
+    ctx = model_files(tmp_path, "small", {1875: (160.0, 120.0), 3750: (140.0, 100.0), 5625: (130.0, 90.0)}, 0.5)
+    ar = model_files(tmp_path, "small-ar", {625: (None, 150.0), 1250: (None, 115.0), 1875: (None, 105.0)}, 0.6)
+    return tmp_path, codes, ctx, ar
+
+
+def test_the_report_puts_both_models_in_one_figure_and_table(suite_files):
+    root, codes, (ctx_steps, ctx_ck), (ar_steps, ar_ck) = suite_files
+    out = root / "reports/fid_compute.png"
+    R.main(["--steps", str(ctx_steps), str(ar_steps), "--transformers", str(ctx_ck), str(ar_ck),
+            "--codes", str(codes), str(codes), "--out", str(out)])
+    md = (root / "reports/fid_compute.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| `small")]
+    # 1875 steps: 1850 steps at 0.5 s, then 25 more at the 1900-row's rate, 0.5 s: 937.5 s;
+    # FLOPs: steps x 32 maps x the analytic count of one code map
+    from drr.core.config import REPO, load_config
+    c = TransformerConfig.from_experiment(load_config(REPO / "configs/experiments/small.yaml"))
+    a = TransformerConfig.from_experiment(load_config(REPO / "configs/experiments/small-ar.yaml"))
+    expected = [(c, "`small` (Contextual RQ-Transformer)", 1875, "50.00", "938", "160.00 [158.00, 163.00]",
+                 "120.00 [118.00, 123.00]"),
+                (c, "`small` (Contextual RQ-Transformer)", 3750, "100.00", "1,875", "140.00 [138.00, 143.00]",
+                 "100.00 [98.00, 103.00]"),
+                (c, "`small` (Contextual RQ-Transformer)", 5625, "150.00", "2,812", "130.00 [128.00, 133.00]",
+                 "90.00 [88.00, 93.00]"),
+                (a, "`small-ar` (AR RQ-Transformer)", 625, "16.67", "375", "— (no draft)", "150.00 [148.00, 153.00]"),
+                (a, "`small-ar` (AR RQ-Transformer)", 1250, "33.33", "750", "— (no draft)", "115.00 [113.00, 118.00]"),
+                (a, "`small-ar` (AR RQ-Transformer)", 1875, "50.00", "1,125", "— (no draft)",
+                 "105.00 [103.00, 108.00]")]
+    assert rows == [f"| {name} | {s:,} | {ep} | {sec} | {s * 32 * F.train_flops_per_sample(m):.3g} | {d} | {r} |"
+                    for m, name, s, ep, sec, d, r in expected]
+    assert "![FID against training compute](fid_compute.png)" in md
+    assert "- `small` (Contextual RQ-Transformer): learning rate 0.001, guidance scale 1.8, batch 32" in md
+    assert "- `small-ar` (AR RQ-Transformer): learning rate 0.001, guidance scale 1, batch 32" in md
+    assert "41.2 of 64 positions scored" in md and "64.0 of 64 positions scored" in md
+    # a PNG with content: both panels drawn, several colours, much of it not background
+    import matplotlib.image
+    img = matplotlib.image.imread(out)
+    assert img.shape[0] > 300 and img.shape[1] > 800
+    rgb = (img[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 50
+    assert (rgb.min(axis=1) < 200).mean() > 0.02
+    assert (root / "reports/fid_compute.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_the_report_refuses_files_of_another_model(suite_files):
+    root, codes, (ctx_steps, ctx_ck), (ar_steps, _) = suite_files
+    out = root / "reports/fid_compute.png"
+    with pytest.raises(DrrError, match="the steps given for it are of experiment 'small-ar'"):
+        R.build([ar_steps], [ctx_ck], [codes], out)
+    with pytest.raises(DrrError, match="one --steps, --transformers and --codes per model"):
+        R.build([ctx_steps, ar_steps], [ctx_ck], [codes], out)
+    log = ctx_ck.parent / "metrics.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:-3]))  # stopped early
+    with pytest.raises(DrrError, match="metrics.jsonl: logs steps up to 5550, not step 5625"):
+        R.build([ctx_steps], [ctx_ck], [codes], out)
+    assert not out.exists()

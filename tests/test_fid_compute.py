@@ -239,3 +239,111 @@ def test_the_report_refuses_files_of_another_model(suite_files):
     with pytest.raises(DrrError, match="metrics.jsonl: logs steps up to 5550, not step 5625"):
         R.build([ctx_steps], [ctx_ck], [codes], out)
     assert not out.exists()
+
+
+# --- the plan and the rules ----------------------------------------------------------------------
+
+def make_plan(suite):
+    from drr.workflow.report_spec import plan_of
+    return plan_of(suite)
+
+
+def test_only_models_that_keep_snapshots_are_in_the_figure_seed_0_only():
+    small, tiny, paper = make_plan("small"), make_plan("tiny"), make_plan("paper")
+    assert small.compute_experiments() == ["small", "small-ar"]          # not small-seed1, small-ar-seed1
+    assert tiny.compute_experiments() == [] and paper.compute_experiments() == []
+    assert tiny.compute_targets() == [] and "compute" not in tiny.index_spec()
+    assert small.index_spec()["compute"] == ["reports/fid_compute.png"]
+    with pytest.raises(DrrError, match="suite tiny has no FID-against-compute figure"):
+        tiny.compute_inputs()
+    with pytest.raises(DrrError, match="small-seed1 is not a model of the FID-against-compute figure"):
+        small.steps_inputs("small-seed1")
+
+
+def test_the_steps_job_samples_at_the_chosen_guidance_and_the_report_reads_both_models():
+    small = make_plan("small")
+    for exp in ("small", "small-ar"):
+        inputs = small.steps_inputs(exp)
+        assert inputs["select_guidance"] == f"results/select/{exp}/guidance.yaml"
+        assert inputs["transformer"] == f"results/transformers/{exp}/checkpoint.pt"
+        assert inputs["reference"] == f"results/reference/{small.reference_of[exp]}.npz"
+        assert "select_lr" not in inputs      # the chosen lr is in the trained checkpoint (its input)
+        assert small.config_args(exp, "sample")[-1] == f"results/select/{exp}/guidance.yaml"
+    assert small.steps_samples() == 1000
+    assert small.compute_inputs() == {
+        "steps": ["results/steps/small.json", "results/steps/small-ar.json"],
+        "transformers": ["results/transformers/small/checkpoint.pt", "results/transformers/small-ar/checkpoint.pt"],
+        "codes": ["results/codes/small-fmnist-rq8x8x4/fashion-mnist/train"] * 2}
+    assert small.steps_hash("small") != small.steps_hash("small-ar")
+
+
+def test_the_steps_hash_follows_sampling_metrics_and_snapshots_not_training(tmp_path):
+    import shutil
+
+    import yaml
+
+    from drr.core.config import REPO
+    from drr.workflow.plan import Plan
+
+    def plan(edit=None):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        shutil.copytree(REPO / "configs", root / "configs")
+        if edit:
+            path = root / "configs/experiments/small.yaml"
+            doc = yaml.safe_load(path.read_text())
+            edit(doc)
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        wf = yaml.safe_load((root / "configs/workflow.yaml").read_text())
+        wf["suite"] = "small"
+        wf["suites"]["small"].pop("seeds")         # small-seed1.yaml is not edited alike
+        wf["suites"]["small"]["experiments"] = ["small", "small-ar"]
+        return Plan(root, wf)
+
+    base = plan().steps_hash("small")
+    assert plan(lambda d: d["sampling"].update(t_draft=32)).steps_hash("small") != base
+    assert plan(lambda d: d["metrics"].update(reference_images=4000)).steps_hash("small") != base
+    assert plan(lambda d: d["transformer"]["train"].update(snapshot_every=625)).steps_hash("small") != base
+    assert plan(lambda d: d["transformer"]["train"].update(checkpoint_every=100)).steps_hash("small") == base
+    off = plan(lambda d: d["transformer"]["train"].update(snapshot_every=None))
+    assert off.compute_experiments() == ["small-ar"]
+
+
+def test_the_index_links_the_figure_where_the_suite_makes_it():
+    from pathlib import Path
+
+    from drr.reports.index import build
+    out = Path("reports/index.md")                           # as the rule gives it: links relative to it
+    assert ("- FID against training compute, both models: [fid_compute.png](fid_compute.png) "
+            "([fid_compute.md](fid_compute.md))") in build(make_plan("small").index_spec(), out)
+    assert "FID against training compute" not in build(make_plan("tiny").index_spec(), out)
+
+
+def dry_run(cwd, *args) -> tuple[int, str]:
+    """Return code and output of `snakemake --dry-run --printshellcmds` with these arguments."""
+    import subprocess
+
+    from workflow_fixtures import SNAKEMAKE
+    run = subprocess.run([*SNAKEMAKE, *args, "--dry-run", "--printshellcmds"], cwd=cwd, capture_output=True,
+                         text=True, timeout=300, check=False)
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_the_small_suite_dry_run_plans_a_steps_job_per_model_at_the_chosen_guidance(tmp_path):
+    from workflow_fixtures import copy_workflow, planned_jobs
+    cwd = copy_workflow(tmp_path)
+    counts = planned_jobs(cwd, "reports/fid_compute.png", "--config", "suite=small")
+    assert counts["fid_steps"] == 2 and counts["fid_compute"] == 1
+    assert counts["train_transformer"] == 2                   # seed 0 of each model, at the chosen lr
+    assert counts["select_setting"] == 4                      # lr and guidance of each model
+    assert counts["compute_metrics"] == 8                     # the guidance validation sets only
+    rc, out = dry_run(cwd, "reports/fid_compute.png", "--config", "suite=small")
+    assert rc == 0, out[-3000:]
+    for exp in ("small", "small-ar"):
+        job = out[out.index(f"output: results/steps/{exp}.json") - 400:]
+        assert f"results/select/{exp}/guidance.yaml" in job.split("output:")[0]
+        assert (f"-m drr.sampling.steps --config configs/experiments/{exp}.yaml --config "
+                f"results/select/{exp}/guidance.yaml") in job
+    # the tiny suite: nothing new in its default plan, and one line for the figure it cannot make
+    assert "fid_steps" not in planned_jobs(cwd) and "fid_compute" not in planned_jobs(cwd)
+    rc, out = dry_run(cwd, "reports/fid_compute.png")
+    assert rc != 0 and "suite tiny has no FID-against-compute figure" in out

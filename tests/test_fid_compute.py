@@ -128,7 +128,8 @@ def test_core_seconds_of_each_logged_interval_from_its_tokens_per_second(tmp_pat
 def test_a_bad_training_log_is_one_line_naming_it(tmp_path):
     with pytest.raises(DrrError, match="training log not found"):
         R.read_log(tmp_path / "none.jsonl")
-    bad = write_log(tmp_path / "a.jsonl", [{"step": 50, "tokens_per_s": 10.0}, {"step": 50, "tokens_per_s": 9.0}])
+    bad = write_log(tmp_path / "a.jsonl", [{"step": 50, "tokens_per_s": 10.0},
+                                           {"step": 50, "tokens_per_s": 9.0}])
     with pytest.raises(DrrError, match="step 50 is logged twice"):
         R.read_log(bad)
     with pytest.raises(DrrError, match="no row with tokens_per_s"):
@@ -144,7 +145,8 @@ MAPS = 1200                         # training rows of the stand-in code map: an
 
 
 def fid_row(steps, phase, fid, key):
-    return {"steps": steps, "phase": phase, "n_samples": 1000, "fid": fid, "fid_lo": fid - 2, "fid_hi": fid + 3,
+    return {"steps": steps, "phase": phase, "n_samples": 1000, "fid": fid, "fid_lo": fid - 2,
+            "fid_hi": fid + 3,
             "precision": 0.5, "recall": 0.3, "boot_key": key, "boot_fid": np.full(20, fid),
             "checkpoint": f"ck-{steps}"}
 
@@ -184,8 +186,10 @@ def suite_files(tmp_path):
                               "num_rows": MAPS}, 500)
     w.write(np.arange(MAPS), np.zeros((MAPS, 1, 1, 1), dtype=np.int64), np.zeros(MAPS, dtype=np.int64))
     w.finish()
-    ctx = model_files(tmp_path, "small", {1875: (160.0, 120.0), 3750: (140.0, 100.0), 5625: (130.0, 90.0)}, 0.5)
-    ar = model_files(tmp_path, "small-ar", {625: (None, 150.0), 1250: (None, 115.0), 1875: (None, 105.0)}, 0.6)
+    ctx = model_files(tmp_path, "small", {1875: (160.0, 120.0), 3750: (140.0, 100.0), 5625: (130.0, 90.0)},
+                      0.5)
+    ar = model_files(tmp_path, "small-ar", {625: (None, 150.0), 1250: (None, 115.0), 1875: (None, 105.0)},
+                     0.6)
     return tmp_path, codes, ctx, ar
 
 
@@ -207,12 +211,14 @@ def test_the_report_puts_both_models_in_one_figure_and_table(suite_files):
                  "100.00 [98.00, 103.00]"),
                 (c, "`small` (Contextual RQ-Transformer)", 5625, "150.00", "2,812", "130.00 [128.00, 133.00]",
                  "90.00 [88.00, 93.00]"),
-                (a, "`small-ar` (AR RQ-Transformer)", 625, "16.67", "375", "— (no draft)", "150.00 [148.00, 153.00]"),
-                (a, "`small-ar` (AR RQ-Transformer)", 1250, "33.33", "750", "— (no draft)", "115.00 [113.00, 118.00]"),
+                (a, "`small-ar` (AR RQ-Transformer)", 625, "16.67", "375", "— (no draft)",
+                 "150.00 [148.00, 153.00]"),
+                (a, "`small-ar` (AR RQ-Transformer)", 1250, "33.33", "750", "— (no draft)",
+                 "115.00 [113.00, 118.00]"),
                 (a, "`small-ar` (AR RQ-Transformer)", 1875, "50.00", "1,125", "— (no draft)",
                  "105.00 [103.00, 108.00]")]
-    assert rows == [f"| {name} | {s:,} | {ep} | {sec} | {s * 32 * F.train_flops_per_sample(m):.3g} | {d} | {r} |"
-                    for m, name, s, ep, sec, d, r in expected]
+    assert rows == [f"| {name} | {s:,} | {ep} | {sec} | {s * 32 * F.train_flops_per_sample(m):.3g} | {d} | "
+                    f"{r} |" for m, name, s, ep, sec, d, r in expected]
     assert "![FID against training compute](fid_compute.png)" in md
     assert "- `small` (Contextual RQ-Transformer): learning rate 0.001, guidance scale 1.8, batch 32" in md
     assert "- `small-ar` (AR RQ-Transformer): learning rate 0.001, guidance scale 1, batch 32" in md
@@ -239,6 +245,40 @@ def test_the_report_refuses_files_of_another_model(suite_files):
     with pytest.raises(DrrError, match="metrics.jsonl: logs steps up to 5550, not step 5625"):
         R.build([ctx_steps], [ctx_ck], [codes], out)
     assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_real_training_run_s_log_and_config_give_its_points(tmp_path):
+    """The files drr.transformer.train writes beside its checkpoint (config.yaml, metrics.jsonl) and
+    its snapshots, read as the report reads them: a tiny AR run of 6 steps logged every 4 (the
+    snapshot at step 2 lies inside the first logged interval)."""
+    from transformer_fixtures import make_tokenizer_and_codes, tiny_config
+
+    from drr.codes.store import count_rows
+    from drr.sampling import steps as steps_mod
+    from drr.transformer import train as train_mod
+
+    settings = ("transformer.model.kind=ar", "transformer.train.steps=6", "transformer.train.log_every=4",
+                "transformer.train.snapshot_every=2")
+    cfg = tiny_config(*settings)
+    tok, codes = make_tokenizer_and_codes(tmp_path, cfg)
+    final = train_mod.train(cfg, tok, codes, tmp_path / "run" / "tiny-ar" / "checkpoint.pt")
+    steps = [s for s, _ in steps_mod.checkpoints(final)]
+    assert steps == [2, 4, 6]
+    rows = R.read_log(final.parent / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [4, 6]
+    tokens = 8 * 16 * 2                                       # batch x H·W x D of the tiny settings
+    first, second = (4 * tokens / rows[0]["tokens_per_s"], 2 * tokens / rows[1]["tokens_per_s"])
+    record = {"table": steps_mod.summary([fid_row(s, "revised", 100.0 - s, "k") for s in steps]),
+              "experiment": "tiny-ar", "kind": "ar", "samples": 1000, "sampling": cfg["sampling"]}
+    m = R.model_points(record, final.parent, count_rows(codes))
+    assert [p["step"] for p in m["points"]] == [2, 4, 6] and m["tokens_per_step"] == tokens
+    assert [p["core_seconds"] for p in m["points"]] == pytest.approx([first / 2, first, first + second])
+    c = TransformerConfig.from_experiment(cfg)
+    assert [p["flops"] for p in m["points"]] == pytest.approx([s * 8 * F.train_flops_per_sample(c)
+                                                               for s in steps])
+    assert m["points"][-1]["epochs"] == pytest.approx(6 * 8 / count_rows(codes))
+    assert m["points"][0]["draft"] is None and m["points"][0]["revised"]["fid"] == 98.0
 
 
 # --- the plan and the rules ----------------------------------------------------------------------
@@ -272,7 +312,8 @@ def test_the_steps_job_samples_at_the_chosen_guidance_and_the_report_reads_both_
     assert small.steps_samples() == 1000
     assert small.compute_inputs() == {
         "steps": ["results/steps/small.json", "results/steps/small-ar.json"],
-        "transformers": ["results/transformers/small/checkpoint.pt", "results/transformers/small-ar/checkpoint.pt"],
+        "transformers": ["results/transformers/small/checkpoint.pt",
+                         "results/transformers/small-ar/checkpoint.pt"],
         "codes": ["results/codes/small-fmnist-rq8x8x4/fashion-mnist/train"] * 2}
     assert small.steps_hash("small") != small.steps_hash("small-ar")
 

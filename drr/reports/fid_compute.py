@@ -157,10 +157,11 @@ def _label(m: dict) -> str:
 def markdown(models: list[dict], png_name: str) -> str:
     n = sorted({m["samples"] for m in models})
     lines = ["# FID against training compute", "",
-             (f"Each model's weight snapshots and final checkpoint (seed 0), {', '.join(f'{k:,}' for k in n)} "
-              "samples each at the tuned sampling settings (the guidance scale the selection stage "
-              "chose), the same seeds and classes at every checkpoint; FID against the suite's "
-              "reference, [lo, hi] its 95% basic bootstrap interval. Core-seconds: the training "
+             (f"Each model's weight snapshots and final checkpoint (seed 0), "
+              f"{', '.join(f'{k:,}' for k in n)} samples each at the tuned sampling settings (the "
+              "guidance scale the selection stage chose), the same seeds and classes at every "
+              "checkpoint; FID against the suite's reference, [lo, hi] its 95% basic bootstrap "
+              "interval. Core-seconds: the training "
               "loop's time on one thread, from the training log (each logged interval's steps × "
               "tokens per step / its tokens/s; a step between two log rows interpolated at the later "
               "row's rate; held-out evaluations and saves inside an interval included, start-up "
@@ -195,7 +196,8 @@ def plot(models: list[dict], out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, x, label, title in ((axes[0], "core_seconds", "training core-seconds (one thread)",
                                  "(a) against training time"),
-                                (axes[1], "flops", "training FLOPs (analytic)", "(b) against training FLOPs")):
+                                (axes[1], "flops", "training FLOPs (analytic)",
+                                 "(b) against training FLOPs")):
         for i, m in enumerate(models):
             color = f"C{i}"
             for phase, fmt in (("revised", "o-"), ("draft", "s--")):

@@ -13,12 +13,13 @@ For each checkpoint: `--samples` samples (sample i a function of (seed, i), the 
 and seeds at every step), with their drafts for a contextual model (an AR model has none), made by
 drr.sampling.generate under OUT.work/step-NNNNNN/ (resumable: a rerun skips finished shards), and
 scored by drr.metrics.score (draft and revised rows, or revised rows of an AR model; 95% basic
-bootstrap intervals; features cached by content under OUT.work/features). Every checkpoint's rows are resampled at the same indices (same N and
-classes), so the difference of each step's FID to the final one is a paired difference with its
-own interval. `--features-cache` names another feature cache (the workflow's:
-results/cache/features), so sample sets that the workflow already scored are not scored again. Writes OUT.md (table), OUT.png (FID of drafts and revised images against steps,
-error bars) and OUT.json (the table, the experiment, its kind, the samples per checkpoint, the
-sampling settings and the provenance record), each atomically. The workflow runs it per model for
+bootstrap intervals; features cached by content under OUT.work/features). Every checkpoint's rows
+are resampled at the same indices (same N and classes), so the difference of each step's FID to
+the final one is a paired difference with its own interval. `--features-cache` names another
+feature cache (the workflow's: results/cache/features), so sample sets that the workflow already
+scored are not scored again. Writes OUT.md (table), OUT.png (FID of drafts and revised images
+against steps, error bars) and OUT.json (the table, the experiment, its kind, the samples per
+checkpoint, the sampling settings and the provenance record), each atomically. The workflow runs it per model for
 the FID-against-compute figure (rule fid_steps: results/steps/<experiment>, at the settings the
 selection stage chose; drr.reports.fid_compute).
 
@@ -198,7 +199,8 @@ def main(argv=None) -> None:
         plot(name, table, png)
         write_json(args.out.with_suffix(".json"),
                    {"table": table, "experiment": name, "kind": cfg["transformer"]["model"]["kind"],
-                    "samples": args.samples, "sampling": cfg["sampling"], "transformer": str(args.transformer),
+                    "samples": args.samples, "sampling": cfg["sampling"],
+                    "transformer": str(args.transformer),
                     "provenance": provenance(cfg)})
         write_text(args.out.with_suffix(".md"), markdown(name, table, png.name))
         log(f"wrote {args.out}.md, .png, .json")

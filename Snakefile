@@ -24,6 +24,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/reports.smk"
+include: "workflow/rules/compute.smk"
 include: "workflow/rules/claims.smk"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from drr.codes.store import CodeMap, CodeMapWriter, CodesDataset, open_code_map
+from drr.codes.store import CodeMap, CodeMapWriter, CodesDataset, count_rows, open_code_map
 from drr.core.errors import DrrError
 
 
@@ -38,6 +38,14 @@ def test_round_trip_is_exact(tmp_path):
     b = ds.batch([5, 2, 999])
     np.testing.assert_array_equal(b["codes"].numpy(), codes[[5, 2, 999]])
     assert ds[7]["codes"].shape == (8, 8, 4)
+
+
+def test_rows_are_counted_from_the_footers(tmp_path):
+    build(tmp_path / "m", n=700)
+    assert count_rows(tmp_path / "m") == 700
+    (tmp_path / "m" / "_SUCCESS").unlink()
+    with pytest.raises(DrrError, match="not a finished code map"):
+        count_rows(tmp_path / "m")
 
 
 def test_file_metadata(tmp_path):

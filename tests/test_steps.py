@@ -68,3 +68,17 @@ def test_markdown_and_plot(tmp_path):
     assert "| 3,000 | revised | 110.00 [109.00, 111.00] | — |" in text
     steps_mod.plot("small", table, tmp_path / "steps.png")
     assert (tmp_path / "steps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_ar_model_is_sampled_and_scored_without_drafts(tmp_path):
+    """Raster-order sampling makes no draft (drr.sampling.sampler refuses save_drafts for it): the
+    AR model's checkpoints are sampled without drafts and scored on their revised images only."""
+    ctx = steps_mod.steps_config(tiny_config(), 1000)
+    ar = steps_mod.steps_config(tiny_config("transformer.model.kind=ar"), 1000)
+    assert steps_mod.phases(ctx) == ("draft", "revised") and ctx["generation"]["save_drafts"] is True
+    assert steps_mod.phases(ar) == ("revised",) and ar["generation"]["save_drafts"] is False
+    assert ar["generation"]["num_samples"] == ctx["generation"]["num_samples"] == 1000
+    boot = np.zeros(10)
+    table = steps_mod.summary([row(s, "revised", f, boot + f) for s, f in [(625, 130.0), (1875, 100.0)]])
+    steps_mod.plot("small-ar", table, tmp_path / "ar.png")
+    assert (tmp_path / "ar.png").read_bytes()[:4] == b"\x89PNG"

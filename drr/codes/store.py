@@ -323,6 +323,17 @@ class CodeMap:
         return self
 
 
+def count_rows(folder) -> int:
+    """Rows of a finished code map, from its shards' Parquet footers (no codes read)."""
+    folder = Path(folder)
+    if not (folder / SUCCESS).exists():
+        raise DrrError(f"{folder}: not a finished code map (no {SUCCESS})")
+    shards = sorted(folder.glob("part-*.parquet"))
+    if not shards:
+        raise DrrError(f"{folder}: no part-*.parquet shards")
+    return sum(_parquet(p, pq.read_metadata).num_rows for p in shards)
+
+
 def open_code_map(folder, **expect) -> CodeMap:
     """Load a code map and check it against the expected tokenizer sha256 / shape / codebook."""
     return CodeMap(folder).check(**expect)

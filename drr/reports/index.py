@@ -41,6 +41,9 @@ def build(spec: dict, out: Path) -> str:
         name = f["name"]
         lines.append(f"- {f['title']}: {link(f'reports/{name}.png')} "
                      f"({link(f'reports/{name}.pdf')})")
+    for path in spec.get("compute", []):  # only in a suite whose models keep weight snapshots
+        md = Path(path).with_suffix(".md")
+        lines.append(f"- FID against training compute, both models: {link(path)} ({link(md)})")
     for name, why in spec["missing"].items():
         lines.append(f"- {name}: not made in this suite ({why})")
     lines.append("\n## Samples and pictures\n")

@@ -10,14 +10,18 @@ sampled with the experiment's sampling settings and scored against one reference
         --samples 1000 --out reports/transformers/small-steps
 
 For each checkpoint: `--samples` samples (sample i a function of (seed, i), the same conditions
-and seeds at every step) with their drafts, made by drr.sampling.generate under
-OUT.work/step-NNNNNN/ (resumable: a rerun skips finished shards), and scored by drr.metrics.score
-(draft and revised rows, 95% basic bootstrap intervals; features cached by content under
-OUT.work/features). Every checkpoint's rows are resampled at the same indices (same N and
-classes), so the difference of each step's FID to the final one is a paired difference with its
-own interval. `--features-cache` names another feature cache (the workflow's:
-results/cache/features), so sample sets that the workflow already scored are not scored again. Writes OUT.md (table), OUT.png (FID of drafts and revised images against steps,
-error bars) and OUT.json, each atomically.
+and seeds at every step), with their drafts for a contextual model (an AR model has none), made by
+drr.sampling.generate under OUT.work/step-NNNNNN/ (resumable: a rerun skips finished shards), and
+scored by drr.metrics.score (draft and revised rows, or revised rows of an AR model; 95% basic
+bootstrap intervals; features cached by content under OUT.work/features). Every checkpoint's rows
+are resampled at the same indices (same N and classes), so the difference of each step's FID to
+the final one is a paired difference with its own interval. `--features-cache` names another
+feature cache (the workflow's: results/cache/features), so sample sets that the workflow already
+scored are not scored again. Writes OUT.md (table), OUT.png (FID of drafts and revised images
+against steps, error bars) and OUT.json (the table, the experiment, its kind, the samples per
+checkpoint, the sampling settings and the provenance record), each atomically. The workflow runs it per model for
+the FID-against-compute figure (rule fid_steps: results/steps/<experiment>, at the settings the
+selection stage chose; drr.reports.fid_compute).
 
 The snapshots must come from the run that made the checkpoint: each snapshot's config must equal
 the checkpoint's in every key of the `transformer` stage of drr.workflow.plan, else a one-line error names
@@ -66,21 +70,34 @@ def checkpoints(transformer: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def phases(cfg: dict) -> tuple[str, ...]:
+    """The phases scored: draft and revised for a contextual model, revised for an AR model
+    (raster-order sampling has no draft)."""
+    return ("revised",) if cfg["transformer"]["model"]["kind"] == "ar" else ("draft", "revised")
+
+
+def steps_config(cfg: dict, samples: int) -> dict:
+    """The config every checkpoint is sampled with: `samples` samples, drafts kept where the model
+    makes them (the workflow hashes it: drr.workflow.plan.Plan.steps_hash)."""
+    cfg = copy.deepcopy(cfg)
+    cfg["generation"].update(num_samples=samples, save_drafts="draft" in phases(cfg))
+    return cfg
+
+
 def measure(cfg: dict, tokenizer: Path, transformer: Path, reference: Path, samples: int,
             work: Path, features_cache: Path | None = None) -> list[dict]:
-    """Draft and revised metrics rows of every checkpoint, with a `steps` field; features cached
-    by content under `features_cache` (default WORK/features)."""
+    """Metrics rows of every checkpoint (draft and revised, revised only for an AR model), with a
+    `steps` field; features cached by content under `features_cache` (default WORK/features)."""
     from drr.metrics.score import score
     from drr.sampling.generate import generate
 
-    cfg = copy.deepcopy(cfg)
-    cfg["generation"].update(num_samples=samples, save_drafts=True)
+    cfg = steps_config(cfg, samples)
     name = Path(transformer).parent.name
     rows = []
     for i, (steps, path) in enumerate(checkpoints(transformer)):
         log(f"[steps] checkpoint {i + 1}: {path} ({steps} steps)")
         npz = generate(cfg, tokenizer, path, work / f"step-{steps:06d}")
-        for row in score(cfg, npz, reference, phases=("draft", "revised"),
+        for row in score(cfg, npz, reference, phases=phases(cfg),
                          experiment=name, variant=f"step={steps}",
                          features_cache=features_cache or work / "features"):
             rows.append({**row, "steps": steps, "checkpoint": str(path)})
@@ -115,10 +132,11 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def markdown(name: str, table: list[dict], png_name: str) -> str:
     lines = [f"# `{name}`: FID against training steps", "",
-             f"{table[0]['n']:,} samples per checkpoint (the same seeds and classes at every "
-             "step), the experiment's sampling settings, drafts kept; FID against the suite's "
-             "reference. [lo, hi]: 95% basic bootstrap interval of the row; Δ final: FID minus "
-             "the final checkpoint's, paired (same resampled indices), with its interval.", "",
+             (f"{table[0]['n']:,} samples per checkpoint (the same seeds and classes at every "
+              "step), the experiment's sampling settings, drafts kept where the model makes them; "
+              "FID against the suite's reference. [lo, hi]: 95% basic bootstrap interval of the "
+              "row; Δ final: FID minus the final checkpoint's, paired (same resampled indices), "
+              "with its interval."), "",
              "| steps | phase | FID [95% interval] | Δ final [95% interval] | precision | recall |",
              "|---|---|---|---|---|---|"]
     for t in table:
@@ -138,6 +156,8 @@ def plot(name: str, table: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for phase, style in (("revised", "o-"), ("draft", "s--")):
         pts = [t for t in table if t["phase"] == phase]
+        if not pts:  # an AR model has no drafts
+            continue
         x = [t["steps"] for t in pts]
         y = np.array([t["fid"] for t in pts])
         err = np.array([[max(v - t["fid_lo"], 0), max(t["fid_hi"] - v, 0)]
@@ -177,7 +197,11 @@ def main(argv=None) -> None:
         name = args.transformer.parent.name
         png = args.out.with_suffix(".png")
         plot(name, table, png)
-        write_json(args.out.with_suffix(".json"), {"table": table, "provenance": provenance(cfg)})
+        write_json(args.out.with_suffix(".json"),
+                   {"table": table, "experiment": name, "kind": cfg["transformer"]["model"]["kind"],
+                    "samples": args.samples, "sampling": cfg["sampling"],
+                    "transformer": str(args.transformer),
+                    "provenance": provenance(cfg)})
         write_text(args.out.with_suffix(".md"), markdown(name, table, png.name))
         log(f"wrote {args.out}.md, .png, .json")
 

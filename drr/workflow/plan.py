@@ -552,6 +552,73 @@ class Plan:
         cfg = self.experiments[experiment]
         return self.codes_dir(cfg, cfg["data"]["eval_split"])
 
+    # -- FID against training compute (docs/small-suite.md, protocol v5 §2) ---------------------
+
+    def compute_experiments(self) -> list[str]:
+        """The experiments of the FID-against-compute figure: the suite's trained models that keep
+        weight snapshots (transformer.train.snapshot_every), seed 0 only (another seed of an
+        experiment is not in it); [] for a suite whose models keep none (tiny, paper)."""
+        out = [e for e in self.suite["experiments"] if e not in self.seed_of
+               and e not in self.imported_transformers
+               and self.experiments[e]["transformer"]["train"]["snapshot_every"]]
+        for e in out:
+            if self.cond_type(e) == "text":
+                raise DrrError(f"{self.experiment_file(e)}: transformer.train.snapshot_every is set, but FID "
+                               "against training steps (drr.sampling.steps) samples class-conditional and "
+                               "unconditional models only; set it to null")
+        if out and self.studies.fid_compute is None:
+            raise DrrError(f"{self.studies.path.name}: no `fid_compute` section (the samples per checkpoint "
+                           f"of the FID-against-compute figure: {', '.join(out)} keep weight snapshots)")
+        return out
+
+    @staticmethod
+    def steps_file(experiment: str, ext: str = "json") -> str:
+        """results/steps/<experiment>.json (and .md, .png): FID of every checkpoint of a model."""
+        return f"results/steps/{experiment}.{ext}"
+
+    def _compute_experiment(self, experiment: str) -> str:
+        if experiment not in self.compute_experiments():
+            raise DrrError(f"{self.steps_file(experiment)}: {experiment} is not a model of the FID-against-"
+                           f"compute figure of suite {self.suite_name} (those keeping weight snapshots, "
+                           f"seed 0: {', '.join(self.compute_experiments()) or 'none'})")
+        return experiment
+
+    def steps_samples(self) -> int:
+        return self.studies.fid_compute["samples"]
+
+    def steps_inputs(self, experiment: str) -> dict:
+        """What rule fid_steps reads: the models and the `sample` choices (the tuned guidance) of a
+        sampling job, the metrics weights and the reference statistics."""
+        self._compute_experiment(experiment)
+        return dict(self.sampling_inputs(experiment), manifest=self.weights_manifest(experiment),
+                    reference=f"results/reference/{self.reference_of[experiment]}.npz")
+
+    def steps_hash(self, experiment: str) -> str:
+        """Rule fid_steps' `hash`: the `samples` stage of the config every checkpoint is sampled with
+        (drr.sampling.steps.steps_config), the `metrics` stage, and which snapshots are kept."""
+        from drr.sampling.steps import steps_config
+
+        cfg = self.resolved(self._compute_experiment(experiment))
+        n = self.steps_samples()
+        return config_hash([stage_hash(steps_config(cfg, n), "samples"), stage_hash(cfg, "metrics"),
+                            cfg["transformer"]["train"]["snapshot_every"], n])
+
+    def compute_inputs(self) -> dict:
+        """What rule fid_compute reads, one per model in the order of the suite: the steps JSON, the
+        final checkpoint (its training log and config lie beside it) and the training code map."""
+        exps = self.compute_experiments()
+        if not exps:
+            raise DrrError(f"suite {self.suite_name} has no FID-against-compute figure: none of its models "
+                           "keeps weight snapshots (transformer.train.snapshot_every)")
+        return {"steps": [self.steps_file(e) for e in exps],
+                "transformers": [f"results/transformers/{e}/checkpoint.pt" for e in exps],
+                "codes": [self.codes_dir(self.experiments[e], self.experiments[e]["data"]["train_split"])
+                          for e in exps]}
+
+    def compute_targets(self) -> list[str]:
+        """reports/fid_compute.png where the suite makes it, else nothing."""
+        return ["reports/fid_compute.png"] if self.compute_experiments() else []
+
     # -- reports --------------------------------------------------------------------------------
 
     def _reports(self):
@@ -722,6 +789,8 @@ class Plan:
                         + self.report_names("figure", False)},
             "pictures": self.picture_targets(),
             "tokenizers": {e: self.experiments[e]["tokenizer"]["name"] for e in self.suite["experiments"]},
+            # only where the suite makes it: the index specs (and their hashes) of the others stay
+            **({"compute": self.compute_targets()} if self.compute_targets() else {}),
         }
 
     def grid_classes(self, experiment: str) -> list[int]:

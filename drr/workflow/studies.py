@@ -85,6 +85,7 @@ class Studies:
         self.parameters: dict[str, str] = data["parameters"]
         self.reports: dict[str, dict] = data["reports"]
         self.pictures: dict[str, dict] = data["pictures"]
+        self.fid_compute: dict | None = data.get("fid_compute")  # the FID-against-compute figure
         base = read_yaml(BASE_CONFIG)
         for short, key in self.parameters.items():
             if _leaf(base, key) is None:

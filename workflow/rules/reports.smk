@@ -145,6 +145,7 @@ rule report_index:
         tables=[f"reports/{t}.md" for t in TABLES],
         figures=[f"reports/{f}.png" for f in FIGURES],
         pictures=PLAN.picture_targets(),
+        compute=PLAN.compute_targets(),  # the FID-against-compute figure, where the suite makes it
     output:
         "reports/index.md",
     log:

@@ -445,11 +445,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def section_hash(cfg: dict, *sections: str) -> str:
-    """Hash of only some top-level sections (e.g. what a tokenizer depends on)."""
-    return config_hash({s: cfg[s] for s in sections})
-
-
 class _PlainDumper(yaml.SafeDumper):
     """yaml.safe_dump's writer that never writes an anchor (read_yaml refuses them): a value that
     appears twice is written out twice."""

@@ -216,12 +216,6 @@ def entry_runs(entry: dict) -> dict[str, list[tuple[str, str]]]:
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
 
-def needed_runs(ctx: Context, name: str, claim: dict) -> tuple[list, list]:
-    """(metrics runs, speed runs) a claim reads, as (experiment, variant) pairs."""
-    runs = entry_runs(claim_entry(ctx, name, claim))
-    return runs["metrics"], runs["speed"]
-
-
 def report_files(plan, claims: dict) -> dict[str, str]:
     """report -> the file under reports/ that shows it (`<name>.png` for a figure, `<name>.md` for a
     table), for each studies.yaml report a claim names and the suite can build."""

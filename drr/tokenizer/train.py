@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from drr.core import checkpoint, distributed
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
-from drr.core.lock import hold, is_rank0
+from drr.core.launch import TrainingJob
 from drr.core.progress import Progress
 from drr.core.training import (
     Checkpoints,
@@ -296,35 +295,20 @@ def discriminator_step(loss_fn, opt_d, x, recon, micro: int, tcfg: dict, device,
     return total
 
 
-class TrainJob:
-    """A picklable tokenizer-training call for submitit: one task per GPU, checkpointable (see
-    drr.transformer.train.TrainJob: the loop saves its state on submitit's signal, then submitit
-    requeues the job, which resumes from the run folder's state)."""
+class TrainJob(TrainingJob):
+    """A picklable tokenizer-training call for submitit (drr.core.launch.TrainingJob: the loop
+    saves its state on submitit's signal, then submitit requeues the job, which resumes from the
+    run folder's state)."""
 
     def __init__(self, cfg: dict, out: Path):
         self.args = (cfg, Path(out))
 
-    def __call__(self) -> str:
-        import submitit
-        env = submitit.JobEnvironment()
-        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
-                          LOCAL_RANK=str(env.local_rank))
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
-        return self.run()
+    @property
+    def out(self) -> Path:
+        return self.args[1]
 
-    def run(self) -> str:
-        """Train in this process (torch.distributed settings, if any, from the environment),
-        holding the run folder's lock (rank 0)."""
-        out = self.args[1]
-        with hold(out.parent, out.name, enabled=is_rank0()):
-            return str(train(*self.args))
-
-    def checkpoint(self):
-        import submitit
-        print(f"requeueing; the requeued job resumes from "
-              f"{checkpoint.latest_state(self.args[1].parent)}", file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(TrainJob(*self.args))
+    def train(self) -> Path:
+        return train(*self.args)
 
 
 def main(argv=None) -> None:

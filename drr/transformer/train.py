@@ -29,7 +29,6 @@ format); --out (the model, kind 'drr-transformer') only when training ends.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from drr.core import checkpoint, distributed
 from drr.core.cli import config_parser, resolve
 from drr.core.errors import DrrError, user_errors
-from drr.core.lock import hold, is_rank0
+from drr.core.launch import TrainingJob
 from drr.core.progress import Progress
 from drr.core.training import (
     Checkpoints,
@@ -243,43 +242,21 @@ def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
     return total / max(count, 1)
 
 
-class TrainJob:
-    """A picklable training call for submitit: one task per GPU, checkpointable.
-
-    submitit runs it on every task; it exports the torch.distributed environment from submitit's
-    JobEnvironment, then trains. On preemption or time-out submitit's signal reaches the loop's
-    StopSignal first (the state is saved at a step boundary), then submitit's own handler, which
-    calls `checkpoint()` and requeues the job: the requeued job runs this same call, which
-    resumes from `drr.core.checkpoint.latest_state` of the run folder.
-    """
+class TrainJob(TrainingJob):
+    """A picklable transformer-training call for submitit: one task per GPU, checkpointable
+    (drr.core.launch.TrainingJob)."""
 
     def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
                  text_tokenizer: Path | None = None):
         self.args = (cfg, Path(tokenizer), Path(codes), Path(out),
                      Path(text_tokenizer) if text_tokenizer else None)
 
-    def __call__(self) -> str:
-        import submitit
-        env = submitit.JobEnvironment()
-        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
-                          LOCAL_RANK=str(env.local_rank))
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
-        return self.run()
+    @property
+    def out(self) -> Path:
+        return self.args[3]
 
-    def run(self) -> str:
-        """Train in this process (torch.distributed settings, if any, from the environment),
-        holding the run folder's lock (rank 0)."""
-        out = self.args[3]
-        with hold(out.parent, out.name, enabled=is_rank0()):
-            return str(train(*self.args))
-
-    def checkpoint(self):
-        import submitit
-        run_dir = self.args[3].parent
-        print(f"requeueing; the requeued job resumes from {checkpoint.latest_state(run_dir)}",
-              file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(TrainJob(*self.args))
+    def train(self) -> Path:
+        return train(*self.args)
 
 
 def main(argv=None) -> None:

@@ -482,3 +482,42 @@ def override_from_dotted(pairs: list[str]) -> dict:
                                "by an earlier --set, not a section")
         node[parts[-1]] = parse_yaml(value, f"--set {key}")
     return out
+
+
+# -- dotted keys ----------------------------------------------------------------------------------
+
+ABSENT = "<absent>"  # the value `first_differing` gives a key one of the two dicts lacks
+
+
+def nested(settings: dict) -> dict:
+    """{dotted key: value} as a nested override (a config layer)."""
+    out: dict = {}
+    for key, value in settings.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as {dotted key: value}; an empty section counts as a value of its own."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def first_differing(a: dict, b: dict) -> tuple[str, object, object] | None:
+    """(key, value in a, value in b) of the first key, in sorted order, whose value differs between
+    two flat dicts ({dotted key: value}: `flatten`), a key one of them lacks reading as ABSENT; None
+    if they agree."""
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key, ABSENT), b.get(key, ABSENT)
+        if x != y:
+            return key, x, y
+    return None

@@ -78,30 +78,17 @@ def shard_config_hash(cfg: dict) -> str:
     return stage_hash(cfg, "samples")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def config_difference(old: dict | None, new: dict) -> str:
     """' (first difference: key a.b is X there, Y here)' or '' if unknown. A key that a stage
     config leaves out at its value from before it existed (drr.core.stages.ADDED_KEYS) reads as
     that value."""
+    from drr.core.config import first_differing, flatten
     from drr.core.stages import ADDED_KEYS
 
     if not isinstance(old, dict):
         return ""
-    a, b = {**ADDED_KEYS, **_flatten(old)}, {**ADDED_KEYS, **_flatten(new)}
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            return f" (first difference: {key} is {a.get(key, '<absent>')!r} there, " \
-                   f"{b.get(key, '<absent>')!r} here)"
-    return ""
+    diff = first_differing({**ADDED_KEYS, **flatten(old)}, {**ADDED_KEYS, **flatten(new)})
+    return "" if diff is None else f" (first difference: {diff[0]} is {diff[1]!r} there, {diff[2]!r} here)"
 
 
 def shard_path(out: Path, i: int) -> Path:

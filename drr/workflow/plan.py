@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from drr.core.config import REPO, config_hash, load_config
+from drr.core.config import REPO, config_hash, first_differing, flatten, load_config, nested
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
@@ -44,28 +44,6 @@ def setting_text(value) -> str:
     """A setting's value as the text of `--set KEY=TEXT`, which drr reads back as YAML to the same
     value: null, true/false, a number, or a quoted string."""
     return json.dumps(value)
-
-
-def nested(settings: dict) -> dict:
-    """{dotted key: value} as a nested override (a config layer)."""
-    out: dict = {}
-    for key, value in settings.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def published_numbers(section: dict, path: list[str], values: dict, phase: str) -> dict:
@@ -239,13 +217,13 @@ class Plan:
                 if other == exp or other in table or other in self.seed_of:
                     raise DrrError(f"{self._where()}.seeds.{exp}: {other!r} is already the experiment or "
                                    "a seed of one; name each other seed once")
-                a = _flat({k: v for k, v in self.experiments[exp].items() if k != "seed"})
-                b = _flat({k: v for k, v in self.experiments[other].items() if k != "seed"})
-                diff = next((k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")), None)
+                diff = first_differing(flatten({k: v for k, v in self.experiments[exp].items() if k != "seed"}),
+                                       flatten({k: v for k, v in self.experiments[other].items() if k != "seed"}))
                 if diff is not None:
+                    key, mine, theirs = diff
                     raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} differs from "
-                                   f"{self.experiment_file(exp)} in key '{diff}' ({b.get(diff, '<absent>')!r} vs "
-                                   f"{a.get(diff, '<absent>')!r}); another seed changes `seed` only")
+                                   f"{self.experiment_file(exp)} in key '{key}' ({theirs!r} vs {mine!r}); "
+                                   "another seed changes `seed` only")
                 if self.experiments[other]["seed"] == self.experiments[exp]["seed"]:
                     raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} has the same "
                                    f"seed as {self.experiment_file(exp)} ({self.experiments[exp]['seed']})")
@@ -261,7 +239,7 @@ class Plan:
         studies = read_yaml(self.studies.path)
         where = self.studies.path.name
         run_defs, selection_defs = studies.get("runs", {}), studies.get("selections", {})
-        base = _flat(load_config())
+        base = flatten(load_config())
         for label, keys in ([(f"runs.{r}.{k}", list(s)) for r, d in run_defs.items() for k, s in d.items()]
                             + [(f"selections.{n}.settings", list(d["settings"])) for n, d in selection_defs.items()]
                             + [(f"selections.{n}.key", list(d["key"].values()) if isinstance(d["key"], dict)

@@ -67,7 +67,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")
     claims = _claims_runs(plan)
-    timed = {(e, "default") for e in plan.experiments}  # speed files: defaults, the runs of speed reports
+    timed = {(e, "default") for e in plan.experiments}  # speed files: default variants, the runs of speed reports
     timed |= {run for r in plan.reports if plan.reports[r].speed and plan.available(r) for run in plan.report_runs(r)}
     timed |= set(claims["speed"]) if claims else set()  # and those of the speed claims
     for exp, variants in _variants(plan).items():

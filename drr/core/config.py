@@ -28,7 +28,7 @@ saved configs, the schemas themselves): UTF-8 whatever the locale, a regular fil
 `MAX_YAML_BYTES`, plain YAML only. A duplicate key, an anchor or alias (a few hundred bytes of
 nested aliases expand to billions of nodes), a merge key or a tag outside YAML's plain types
 (``!!python/object``...) is refused in one line naming the file and the line. `parse_yaml` reads
-``--set`` values and cell names the same way.
+``--set`` values and the values in variant names the same way.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from drr.core.config import REPO, config_hash, first_differing, flatten, load_co
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
-from drr.workflow.studies import (CELL_SEP, PUBLISHED_FILE, ROLES, WORKFLOW_FILE, Cell, Studies, format_value,
-                                  read_yaml)
+from drr.workflow.studies import (PUBLISHED_FILE, ROLES, VARIANT_SEP, WORKFLOW_FILE, Cell, Studies,
+                                  format_value, read_yaml)
 
 SELECT_DIR = "results/select"
 USES = ("train", "sample")  # which jobs read a selection's choice: training (and its report), or sampling
@@ -282,7 +282,7 @@ class Plan:
                             **sel["settings"], self.selection_key(name, exp): value}
         for exp, variants in self.named.items():
             for variant in variants:
-                self.resolved(exp, variant)  # every named run resolves (values checked) before any job
+                self.resolved(exp, variant)  # every named variant resolves (values checked) before any job
 
     def selection_key(self, name: str, experiment: str) -> str:
         """The config key selection `name` chooses for the experiment's model kind."""
@@ -306,8 +306,8 @@ class Plan:
 
     def selection_layers(self, experiment: str, use: str) -> list[str]:
         """The choice files a job of `experiment` that `use`s them reads (train: the training and
-        its report; sample: the default run, the cells, speed, FLOPs and pictures), in the order of
-        configs/studies.yaml `selections`; [] for an experiment without selections."""
+        its report; sample: the `default` and ablation variants, speed, FLOPs and pictures), in the
+        order of configs/studies.yaml `selections`; [] for an experiment without selections."""
         if use not in USES:
             raise ValueError(f"use {use!r} is not one of {USES}")
         source = self.select_source.get(experiment)
@@ -440,9 +440,9 @@ class Plan:
     # -- variants -------------------------------------------------------------------------------
 
     def resolved(self, experiment: str, variant: str = "default") -> dict:
-        """The resolved config of a variant ('default', a cell name of configs/studies.yaml or a
-        named run). A job that uses the workflow's choices resolves the chosen values in place of
-        the experiment's own: this config has the experiment's (the choices are inputs)."""
+        """The resolved config of a variant ('default', an ablation variant of configs/studies.yaml
+        or a named variant). A job that uses the workflow's choices resolves the chosen values in
+        place of the experiment's own: this config has the experiment's (the choices are inputs)."""
         if experiment not in self.experiments:
             raise DrrError(f"configs/workflow.yaml: experiment {experiment!r} is not in suite {self.suite_name}")
         if variant in self.named.get(experiment, {}):
@@ -455,34 +455,35 @@ class Plan:
                 except DrrError as e:
                     raise DrrError(f"{self.studies.path.name}: run {variant} of {experiment}: {e}") from None
             return self._named_configs[key]
-        if variant != "default" and not self.studies.is_cell(variant):
-            raise DrrError(f"variant {variant!r}: not 'default' nor a cell (parameter=value[,...] of "
-                           f"{self.studies.path.name})")
+        if variant != "default" and not self.studies.is_ablation(variant):
+            raise DrrError(f"variant {variant!r}: not 'default', a named variant nor an ablation variant "
+                           f"(parameter=value[+...] of {self.studies.path.name})")
         return self.studies.config(experiment, variant)
 
     def is_named(self, experiment: str, variant: str) -> bool:
-        """A named run (configs/studies.yaml `runs`, or a run of a `sample` selection)."""
+        """A named variant (configs/studies.yaml `runs`, or a validation run of a `sample` selection)."""
         return variant in self.named.get(experiment, {})
 
     def variant_args(self, experiment: str, variant: str) -> list[str]:
-        """The command-line config of a variant: its --config layers (the default run and the cells
-        with the `sample` choices), then --set KEY=VALUE of a cell or a named run."""
+        """The command-line config of a variant: its --config layers (the `default` and ablation
+        variants with the `sample` choices), then --set KEY=VALUE of an ablation or named variant."""
         if self.is_named(experiment, variant):
             return self.config_args(experiment) + [a for k, v in self.named[experiment][variant].items()
                                                    for a in ("--set", f"{k}={setting_text(v)}")]
         args = self.config_args(experiment, "sample")
-        if self.studies.is_cell(variant):
-            cell = self.studies.parse_cell(variant)
-            for s in self.studies.cell_settings(experiment, cell):
+        if self.studies.is_ablation(variant):
+            values = self.studies.ablation_values(variant)
+            for s in self.studies.ablation_settings(experiment, values):
                 args += ["--set", s]
         return args
 
     def variant_pattern(self) -> str:
-        """A regex of every variant name the plan can make: default, base, and any cell whose
-        values are plain YAML scalars (letters, digits, . _ -), joined by + (studies.CELL_SEP)."""
+        """A regex of every variant name the plan can make: default, base, the named variants, and
+        any ablation variant whose values are plain YAML scalars (letters, digits, . _ -), joined
+        by + (studies.VARIANT_SEP)."""
         one = f"(?:{one_of(self.studies.parameters)})=[A-Za-z0-9._-]+"
         named = sorted({v for runs in self.named.values() for v in runs})
-        return f"default|base|{one_of(named) + '|' if named else ''}{one}(?:{re.escape(CELL_SEP)}{one})*"
+        return f"default|base|{one_of(named) + '|' if named else ''}{one}(?:{re.escape(VARIANT_SEP)}{one})*"
 
     def num_shards(self, experiment: str, variant: str) -> int:
         gen = self.resolved(experiment, variant)["generation"]
@@ -514,8 +515,8 @@ class Plan:
         return dict(inputs, **self._layer_inputs(experiment, "train")) if choices else inputs
 
     def sampling_inputs(self, experiment: str, variant: str = "default") -> dict:
-        """A sampling job's inputs: the models, a text model's caption inputs, and for the default
-        run and the cells the `sample` choices (a named run sets its sampling itself)."""
+        """A sampling job's inputs: the models, a text model's caption inputs, and for the `default`
+        and ablation variants the `sample` choices (a named variant sets its sampling itself)."""
         cfg = self.experiments[experiment]
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "transformer": f"results/transformers/{experiment}/checkpoint.pt"}
@@ -548,9 +549,9 @@ class Plan:
             partner = self.suite["ablation"] if self.suite["ablation"] in same else (sorted(same) or [None])[0]
             if partner is not None:
                 self.ar_partner[ar] = partner
-        for ar, base in self.seed_of.items():  # another seed of an AR model: the partner's same seed
-            k = self.seeds_of(base).index(ar)
-            partner = self.ar_partner.get(base)
+        for ar, first in self.seed_of.items():  # another seed of an AR model: the partner's same seed
+            k = self.seeds_of(first).index(ar)
+            partner = self.ar_partner.get(first)
             if partner is not None and len(self.seeds_of(partner)) > k:
                 self.ar_partner[ar] = self.seeds_of(partner)[k]
 
@@ -569,7 +570,7 @@ class Plan:
 
     def report_runs(self, report: str) -> list[tuple[str, str]]:
         """(experiment, variant) of every run a report shows: its cells, then its baselines."""
-        runs = [(c.experiment, c.name) for c in self.cells(report)]
+        runs = [(c.experiment, c.variant) for c in self.cells(report)]
         runs += [(e, "default") for e in self.studies.baselines(report, self.suite)]
         return list(dict.fromkeys(runs))
 
@@ -659,7 +660,7 @@ class Plan:
             "suite": self.suite_name, "suite_experiments": list(self.suite["experiments"]),
             "scale": self.scale,
             "studies": _json_entry(entry),
-            "cells": [{"experiment": c.experiment, "variant": c.name, "values": dict(c.values),
+            "cells": [{"experiment": c.experiment, "variant": c.variant, "values": dict(c.values),
                        "published": ({ph: published_numbers(section, paper, dict(c.values), ph) for ph in phases}
                                      if paper is not None else {})}
                       for c in cells],

@@ -41,7 +41,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
         for s in ("train_split", "eval_split"):
             split = cfg["data"][s]
             add(f"codes:{tok}/{split}", stage_hash(cfg, "codes"), f"tokenizer:{tok}")
-    for tok, exp in plan.text_tokenizer_of.items():
+    for tok, exp in plan.caption_bpe_of.items():
         cfg = plan.experiments[exp]
         add(f"text:{tok}", stage_hash(cfg, "text_tokenizer"), f"codes:{tok}/{cfg['data']['train_split']}")
     for ref, exp in plan.reference_experiment.items():
@@ -57,7 +57,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
     for exp, cfg in plan.experiments.items():
         tok = cfg["tokenizer"]["name"]
         model = [f"tokenizer:{tok}", f"codes:{tok}/{cfg['data']['train_split']}"]
-        if exp in plan.text_tokenizer_of.values() or plan.cond_type(exp) == "text":
+        if exp in plan.caption_bpe_of.values() or plan.cond_type(exp) == "text":
             model.append(f"text:{tok}")
         if "eval_codes" in plan.transformer_inputs(exp):
             model.append(f"codes:{tok}/{cfg['data']['eval_split']}")

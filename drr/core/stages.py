@@ -60,7 +60,7 @@ STAGES = {
     "codes": ["data", "-data.train_split", "-data.eval_split", "tokenizer.name", "tokenizer.encode"],
     "tokenizer_report": ["data", "-data.train_split", "tokenizer.name", "tokenizer.report",
                          "metrics.fid_network"],
-    "text_tokenizer": ["transformer.model.cond.vocab_size"],
+    "text_tokenizer": ["transformer.model.cond.vocab_size"],  # the caption BPE (rule train_text_tokenizer)
     "transformer": ["seed", "data.name", "data.resolution", "data.max_images", "data.train_split",
                     "tokenizer.name", "tokenizer.model", "transformer.checkpoint",
                     "transformer.model", "transformer.train"],

@@ -69,7 +69,7 @@ def score_positions(kind: str, batch: int, n: int, generator: torch.Generator) -
     return sample_masks(batch, n, generator)
 
 
-def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndarray:
+def load_conditions(cfg: dict, code_map, caption_bpe: Path | None) -> np.ndarray:
     """(N_rows, L_cond) int64 conditions of every row: labels, caption token ids, or zeros."""
     cond = cfg["transformer"]["model"]["cond"]
     if cond["type"] == "class":
@@ -79,17 +79,17 @@ def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndar
                            f"transformer.model.cond.num_classes is {cond['num_classes']}")
         return labels[:, None]
     if cond["type"] == "text":
-        from drr.text import TextTokenizer
-        if text_tokenizer is None:
+        from drr.text import CaptionBPE
+        if caption_bpe is None:
             raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer")
-        tok = TextTokenizer.load(text_tokenizer)
-        tok.check_vocab(cond["vocab_size"], str(text_tokenizer))
-        return tok.encode(code_map.captions, cond["length"])
+        bpe = CaptionBPE.load(caption_bpe)
+        bpe.check_vocab(cond["vocab_size"], str(caption_bpe))
+        return bpe.encode(code_map.captions, cond["length"])
     return np.zeros((len(code_map), 1), dtype=np.int64)
 
 
 def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
-          text_tokenizer: Path | None = None) -> Path:
+          caption_bpe: Path | None = None) -> Path:
     from drr.codes.store import open_code_map
     from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.build import build_transformer
@@ -105,7 +105,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     code_map = open_code_map(codes, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,
                              codebook_size=mcfg.codebook_size)
     all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
-    all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
+    all_cond = torch.from_numpy(load_conditions(cfg, code_map, caption_bpe))
     model = build_transformer(mcfg, code_embeddings).to(device)
     del tok_model
     n_params = sum(p.numel() for p in model.parameters())
@@ -142,7 +142,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
                         save_state, main, saved_step=step if state_file is not None else None)
 
-    heldout = heldout_set(cfg, codes, tok_sha, mcfg, text_tokenizer, device) if tcfg["eval_every"] and main else None
+    heldout = heldout_set(cfg, codes, tok_sha, mcfg, caption_bpe, device) if tcfg["eval_every"] and main else None
     model.train()
     b, n = tcfg["batch_size"], mcfg.num_positions
     tokens_per_step = b * n * mcfg.depth
@@ -208,7 +208,7 @@ def snapshot_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "snapshots" / f"step-{step:06d}.pt"
 
 
-def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path | None, device):
+def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, caption_bpe: Path | None, device):
     """(code maps, conditions) of the first transformer.train.eval_maps held-out maps: the eval
     split's code maps beside the training ones (results/codes/<tokenizer>/<dataset>/<split>)."""
     from drr.codes.store import open_code_map
@@ -221,7 +221,7 @@ def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path
                          codebook_size=mcfg.codebook_size)
     n = min(len(held), cfg["transformer"]["train"]["eval_maps"])
     maps = torch.from_numpy(held.codes[:n].reshape(n, -1, mcfg.depth).astype(np.int64)).to(device)
-    return maps, torch.from_numpy(load_conditions(cfg, held, text_tokenizer)[:n]).to(device)
+    return maps, torch.from_numpy(load_conditions(cfg, held, caption_bpe)[:n]).to(device)
 
 
 def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
@@ -247,9 +247,9 @@ class TrainJob(TrainingJob):
     (drr.core.launch.TrainingJob)."""
 
     def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
-                 text_tokenizer: Path | None = None):
+                 caption_bpe: Path | None = None):
         self.args = (cfg, Path(tokenizer), Path(codes), Path(out),
-                     Path(text_tokenizer) if text_tokenizer else None)
+                     Path(caption_bpe) if caption_bpe else None)
 
     @property
     def out(self) -> Path:
@@ -265,7 +265,8 @@ def main(argv=None) -> None:
     p = config_parser(__doc__.splitlines()[0])
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")
     p.add_argument("--codes", required=True, type=Path, help="code map folder of the training split")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional experiments)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional experiments)")
     p.add_argument("--out", required=True, type=Path, help="final transformer checkpoint")
     args = p.parse_args(argv)
     with user_errors():
@@ -274,7 +275,7 @@ def main(argv=None) -> None:
             raise DrrError(f"{args.config[-1]}: key 'transformer.checkpoint' is set, so this "
                            "transformer is imported, not trained: use python -m "
                            "drr.transformer.import_official")
-        job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.text_tokenizer)
+        job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.caption_bpe)
         launch(job, cfg["transformer"]["launch"], args.out.parent / "submitit",
                name=f"drr-train-{args.out.parent.name}")
 

@@ -1,6 +1,6 @@
 """The workflow's plan: which results a suite builds, from what, and what part of a config each depends on.
 
-`Plan(root, workflow_config)`: the suite's experiments, tokenizers, caption tokenizers and reference
+`Plan(root, workflow_config)`: the suite's experiments, tokenizers, caption BPEs and reference
 statistics, each report's cells, inputs and spec (what its program receives:
 drr.workflow.report_spec), and the targets of `snakemake` (rule all). The rule files are wiring:
 their input functions and parameters call a Plan. What part of a config each stage depends on (the
@@ -137,7 +137,7 @@ class Plan:
         return f"results/codes/{cfg['tokenizer']['name']}/{cfg['data']['name']}/{split}"
 
     @staticmethod
-    def text_tokenizer_path(cfg: dict) -> str:
+    def caption_bpe_path(cfg: dict) -> str:
         return f"results/text/{cfg['tokenizer']['name']}/bpe.json"
 
     @staticmethod
@@ -178,10 +178,10 @@ class Plan:
         self.imported_tokenizers = sorted(t for t, e in self.tokenizer_of.items()
                                           if self.experiments[e]["tokenizer"]["checkpoint"])
         self.trained_tokenizers = sorted(t for t in self.tokenizer_of if t not in self.imported_tokenizers)
-        self.text_tokenizer_of: dict[str, str] = {}
+        self.caption_bpe_of: dict[str, str] = {}  # tokenizer name -> first text experiment: its caption BPE's
         for name in sorted(self.experiments, key=lambda n: (n in self.seed_of, n)):
             if self.cond_type(name) == "text":
-                self.text_tokenizer_of.setdefault(self.experiments[name]["tokenizer"]["name"], name)
+                self.caption_bpe_of.setdefault(self.experiments[name]["tokenizer"]["name"], name)
         self.datasets = sorted({c["data"]["name"] for c in self.experiments.values()})
         self.splits = sorted({c["data"][s] for c in self.experiments.values()
                               for s in ("train_split", "eval_split")})
@@ -509,7 +509,7 @@ class Plan:
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "codes": self.codes_dir(cfg, cfg["data"]["train_split"])}
         if self.cond_type(experiment) == "text":
-            inputs["text"] = self.text_tokenizer_path(cfg)
+            inputs["text"] = self.caption_bpe_path(cfg)
         if cfg["transformer"]["train"]["eval_every"]:  # read beside --codes (drr.transformer.train)
             inputs["eval_codes"] = self.eval_codes(experiment)
         return dict(inputs, **self._layer_inputs(experiment, "train")) if choices else inputs
@@ -521,7 +521,7 @@ class Plan:
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "transformer": f"results/transformers/{experiment}/checkpoint.pt"}
         if self.cond_type(experiment) == "text":
-            inputs["text"] = self.text_tokenizer_path(cfg)
+            inputs["text"] = self.caption_bpe_path(cfg)
             inputs["captions"] = self.codes_dir(cfg, cfg["data"]["eval_split"])
         if not self.is_named(experiment, variant):
             inputs.update(self._layer_inputs(experiment, "sample"))

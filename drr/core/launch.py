@@ -75,15 +75,16 @@ class TrainingJob:
     resumes from `drr.core.checkpoint.latest_state` of the run folder.
 
     A subclass sets `self.args` (the arguments of its training function, and all the job holds:
-    the pickle, and so `launch`'s fingerprint of the job, is the class and `args`) and says what
-    `out` (the final checkpoint, whose folder is the run folder) and `train()` are.
+    the pickle, and so `launch`'s fingerprint of the job, is the class and `args`), `out_arg` (the
+    index in `args` of the final checkpoint, whose folder is the run folder) and `train()`.
     """
 
     args: tuple
+    out_arg: int
 
     @property
     def out(self) -> Path:
-        raise NotImplementedError
+        return self.args[self.out_arg]
 
     def train(self) -> Path:
         """Train in this process; return the final checkpoint."""

@@ -37,20 +37,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drr.core import checkpoint, distributed
-from drr.core.cli import config_parser, resolve
+from drr.core import distributed
+from drr.core.cli import config_parser, refuse_imported, resolve
 from drr.core.errors import DrrError, user_errors
 from drr.core.launch import TrainingJob
 from drr.core.progress import Progress
 from drr.core.training import (
-    Checkpoints,
     MetricsLog,
     StopSignal,
     batch_indices,
     check_finite,
-    gather_rng_states,
+    resume,
     save_run_config,
     start_run,
+    state_checkpoints,
     warmup_cosine,
 )
 
@@ -115,14 +115,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
 
-    step = 0
-    state_file = checkpoint.latest_state(run_dir)
-    if state_file is not None:
-        step = checkpoint.restore(checkpoint.load_state(state_file), state_file,
-                                  {"model": model, "opt": opt}, rank)
-        if main:
-            print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
-    elif main:
+    step, state_file = resume(run_dir, {"model": model, "opt": opt}, rank, main)
+    if state_file is None and main:
         print(f"training {n_params / 1e6:.2f}M parameters on {len(code_map)} code maps "
               f"({codes}), {world} process(es), device {device}", file=sys.stderr, flush=True)
 
@@ -134,13 +128,10 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     progress = Progress(tcfg["steps"], "train_transformer", start=step, enabled=main)
     stop = StopSignal()
 
-    def save_state():
-        rng = gather_rng_states(world)
-        if main:
-            checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                             "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
-    saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
-                        save_state, main, saved_step=step if state_file is not None else None)
+    saves = state_checkpoints(
+        stop, tcfg, device, run_dir, world, main,
+        lambda: {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "config": cfg},
+        saved_step=step if state_file is not None else None)
 
     heldout = heldout_set(cfg, codes, tok_sha, mcfg, caption_bpe, device) if tcfg["eval_every"] and main else None
     model.train()
@@ -246,14 +237,12 @@ class TrainJob(TrainingJob):
     """A picklable transformer-training call for submitit: one task per GPU, checkpointable
     (drr.core.launch.TrainingJob)."""
 
+    out_arg = 3
+
     def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
                  caption_bpe: Path | None = None):
         self.args = (cfg, Path(tokenizer), Path(codes), Path(out),
                      Path(caption_bpe) if caption_bpe else None)
-
-    @property
-    def out(self) -> Path:
-        return self.args[3]
 
     def train(self) -> Path:
         return train(*self.args)
@@ -271,10 +260,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        if cfg["transformer"]["checkpoint"] is not None:
-            raise DrrError(f"{args.config[-1]}: key 'transformer.checkpoint' is set, so this "
-                           "transformer is imported, not trained: use python -m "
-                           "drr.transformer.import_official")
+        refuse_imported(cfg, "transformer", args.config[-1])
         job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.caption_bpe)
         launch(job, cfg["transformer"]["launch"], args.out.parent / "submitit",
                name=f"drr-train-{args.out.parent.name}")

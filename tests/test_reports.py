@@ -1,6 +1,6 @@
-"""Ablation cells (drr.workflow.studies), the reports' specs (drr.workflow.report_spec) and the report
-scripts (drr.reports) on rows written by the metrics code's own writer; the tiny workflow builds them
-for real in tests/test_workflow_tiny.py."""
+"""Ablation variants and report cells (drr.workflow.studies), the reports' specs
+(drr.workflow.report_spec) and the report scripts (drr.reports) on rows written by the metrics
+code's own writer; the tiny workflow builds them for real in tests/test_workflow_tiny.py."""
 
 import copy
 import json

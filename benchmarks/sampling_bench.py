@@ -3,7 +3,7 @@
     python benchmarks/sampling_bench.py                  # tiny model; plus the 821M model on CUDA
     python benchmarks/sampling_bench.py --batches 2 --t-draft 8 32 64 --skip-memory
     python benchmarks/sampling_bench.py --experiment small --cpu-t-draft 8 64 --strategy random top-c \
-        --batches 1 --skip-memory                       # the small suite's cells, on a CPU
+        --batches 1 --skip-memory                       # the small suite's ablation variants, on a CPU
     python benchmarks/sampling_bench.py --precision fp32 bf16 --skip-memory   # bf16 against fp32
 
 1. Speed of the tiny experiment (configs/experiments/tiny.yaml: 8x8x4 codes, 32 px; or
@@ -167,9 +167,9 @@ def main():
         for t in args.cpu_t_draft:
             for strategy in args.strategy:
                 for precision in args.precision:
-                    cell = {k: v for k, v in (("t_draft", t), ("strategy", strategy)) if v is not None}
-                    cfg = load_config(path, paper, {"sampling": cell})
-                    label = "".join(f", {k} {v}" for k, v in cell.items())
+                    values = {k: v for k, v in (("t_draft", t), ("strategy", strategy)) if v is not None}
+                    cfg = load_config(path, paper, {"sampling": values})
+                    label = "".join(f", {k} {v}" for k, v in values.items())
                     speed(f"{args.experiment} (random weights){label}", cfg, models, precision,
                           device)
     if torch.cuda.is_available():

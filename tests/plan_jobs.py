@@ -41,7 +41,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
         for s in ("train_split", "eval_split"):
             split = cfg["data"][s]
             add(f"codes:{tok}/{split}", stage_hash(cfg, "codes"), f"tokenizer:{tok}")
-    for tok, exp in plan.text_tokenizer_of.items():
+    for tok, exp in plan.caption_bpe_of.items():
         cfg = plan.experiments[exp]
         add(f"text:{tok}", stage_hash(cfg, "text_tokenizer"), f"codes:{tok}/{cfg['data']['train_split']}")
     for ref, exp in plan.reference_experiment.items():
@@ -57,7 +57,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
     for exp, cfg in plan.experiments.items():
         tok = cfg["tokenizer"]["name"]
         model = [f"tokenizer:{tok}", f"codes:{tok}/{cfg['data']['train_split']}"]
-        if exp in plan.text_tokenizer_of.values() or plan.cond_type(exp) == "text":
+        if exp in plan.caption_bpe_of.values() or plan.cond_type(exp) == "text":
             model.append(f"text:{tok}")
         if "eval_codes" in plan.transformer_inputs(exp):
             model.append(f"codes:{tok}/{cfg['data']['eval_split']}")
@@ -67,7 +67,7 @@ def jobs(plan: Plan) -> dict[str, Job]:
         add(f"transformer_report:{exp}", stage_hash(cfg, "transformer_report"), f"transformer:{exp}",
             f"codes:{tok}/{cfg['data']['eval_split']}")
     claims = _claims_runs(plan)
-    timed = {(e, "default") for e in plan.experiments}  # speed files: defaults, the runs of speed reports
+    timed = {(e, "default") for e in plan.experiments}  # speed files: default variants, the runs of speed reports
     timed |= {run for r in plan.reports if plan.reports[r].speed and plan.available(r) for run in plan.report_runs(r)}
     timed |= set(claims["speed"]) if claims else set()  # and those of the speed claims
     for exp, variants in _variants(plan).items():

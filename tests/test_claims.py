@@ -204,17 +204,17 @@ def suite_files(tmp_path_factory):
         exp, var = run_of[f]
         if (exp, var) == ("small-ar", "default"):
             continue                                     # left out: its claims read n/a
-        cell = studies.is_cell(var)
-        n = 1000 if cell else 5000
-        values = fixture_values(studies.parse_cell(var) if cell else {}, exp)
-        phases = ["revised", "draft"] if cell else ["revised"]
+        ablation = studies.is_ablation(var)
+        n = 1000 if ablation else 5000
+        values = fixture_values(studies.ablation_values(var) if ablation else {}, exp)
+        phases = ["revised", "draft"] if ablation else ["revised"]
         path = root / f
         path.parent.mkdir(parents=True, exist_ok=True)
         write_rows([metrics_row(exp, var, p, n, values[p], 100 * i + j) for j, p in enumerate(phases)], path)
         given["metrics"].append(f)
     for i, f in enumerate(inputs["speed"]):
         exp, var = run_of[f]
-        t = 64 if exp.startswith("small-ar") else {**DEFAULTS, **studies.parse_cell(var)}["t_draft"]
+        t = 64 if exp.startswith("small-ar") else {**DEFAULTS, **studies.ablation_values(var)}["t_draft"]
         per = batches(0.01 + 0.001 * t, seed=i)           # AR: as slow as T_draft 64
         rec = {"s_per_sample": float(per.mean()), "batch_size": 100, "timed_batches": 3,
                "timing": "time.perf_counter", "device": "cpu (x86_64, 1 threads)",

@@ -361,20 +361,20 @@ def test_inpaint_cli_writes_the_figure(setup, tmp_path):
 
 
 def test_text_model_samples_eval_captions(tmp_path):
-    from drr.text import TextTokenizer
+    from drr.text import CaptionBPE
     from drr.transformer.train import train
     captions = ["a red dress", "a blue shoe", "a green bag", "two red shoes", "a bag", "a dress"]
-    bpe = TextTokenizer.train(captions * 3, vocab_size=300)
+    bpe = CaptionBPE.train(captions * 3, vocab_size=300)
     bpe.save(tmp_path / "bpe.json")
     settings = ["transformer.model.cond.type=text", "transformer.model.cond.vocab_size=300",
                 "transformer.model.cond.length=6", "generation.conditions=eval_captions",
                 "generation.num_samples=8", "generation.batch_size=4"]
     cfg = cfg_with(*settings)
     tok, codes = make_tokenizer_and_codes(tmp_path, cfg, rows=6, captions=captions)
-    model = train(cfg, tok, codes, tmp_path / "transformer.pt", text_tokenizer=tmp_path / "bpe.json")
+    model = train(cfg, tok, codes, tmp_path / "transformer.pt", caption_bpe=tmp_path / "bpe.json")
     with pytest.raises(DrrError, match="--text-tokenizer"):
         gen_mod.generate(cfg, tok, model, tmp_path / "out")
-    gen_mod.generate(cfg, tok, model, tmp_path / "out", text_tokenizer=tmp_path / "bpe.json",
+    gen_mod.generate(cfg, tok, model, tmp_path / "out", caption_bpe=tmp_path / "bpe.json",
                      captions=codes)
     z = load(tmp_path / "out")
     assert set(z) == {"arr_0", "index", "captions", "codes"}

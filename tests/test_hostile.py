@@ -1008,7 +1008,7 @@ def test_every_shell_quotes_what_it_interpolates():
 
 @pytest.mark.parametrize("target", [
     "results/metrics/tiny/x$(touch PWNED)y.parquet",            # an override-file name (issue 15)
-    "results/metrics/tiny/t_draft=$(touch PWNED).parquet",      # shell syntax in a cell value
+    "results/metrics/tiny/t_draft=$(touch PWNED).parquet",      # shell syntax in a variant's value
     "results/samples/tiny/t_draft=8 x/shards/shard-00000.npz",  # a space splits an argument
     "results/metrics/tiny;touch PWNED/default.parquet",          # an experiment name
 ])

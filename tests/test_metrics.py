@@ -534,7 +534,7 @@ def test_features_of_equal_pixels_are_computed_once(tmp_path):
     build_reference(cfg, tmp_path / "ref.npz", extractor=stub, cache_dir=None, workers=0,
                     dataset_kwargs={"verify": False})
     a = samples_npz(tmp_path / "a.npz", 16, seed=1, drafts=True)
-    b = tmp_path / "b.npz"  # same drafts, other final images: an ablation cell of the revise phase
+    b = tmp_path / "b.npz"  # same drafts, other final images: an ablation variant of the revise phase
     with np.load(a) as z:
         np.savez(b, arr_0=z["arr_0"][::-1].copy(), drafts=z["drafts"], labels=z["labels"])
     cache = tmp_path / "features"

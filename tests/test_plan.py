@@ -203,7 +203,7 @@ def test_a_scale_layers_its_overlays_on_every_experiment_of_the_suite():
     # what a scale keeps: the experiments' rules and sampling, so the same cells and reports
     assert cfg["sampling"] == plain.experiments["in256-crq-1400m"]["sampling"]
     assert cfg["transformer"]["launch"]["executor"] == "slurm"
-    assert [c.name for c in scaled.cells("fig4a")] == [c.name for c in plain.cells("fig4a")]
+    assert [c.variant for c in scaled.cells("fig4a")] == [c.variant for c in plain.cells("fig4a")]
     assert scaled.config_args("in256-cvq-350m") == [
         "--config", "configs/experiments/in256-cvq-350m.yaml",
         "--config", "configs/scales/rehearsal/all.yaml",

@@ -1,6 +1,6 @@
-"""Ablation cells (drr.workflow.studies), the reports' specs (drr.workflow.report_spec) and the report
-scripts (drr.reports) on rows written by the metrics code's own writer; the tiny workflow builds them
-for real in tests/test_workflow_tiny.py."""
+"""Ablation variants and report cells (drr.workflow.studies), the reports' specs
+(drr.workflow.report_spec) and the report scripts (drr.reports) on rows written by the metrics
+code's own writer; the tiny workflow builds them for real in tests/test_workflow_tiny.py."""
 
 import copy
 import json
@@ -32,29 +32,29 @@ def root(tmp_path):
     return tmp_path
 
 
-def test_cells_are_named_by_the_values_that_differ_from_the_experiment():
+def test_variants_are_named_by_the_values_that_differ_from_the_experiment():
     st = Studies()
     tiny = load_suite("tiny")
-    names = [c.name for c in st.cells("fig4a", tiny)]
+    names = [c.variant for c in st.cells("fig4a", tiny)]
     assert names == ["t_draft=4", "base", "t_draft=16", "t_draft=32", "t_draft=64"]  # tiny's T_draft is 8
-    assert st.cell_name("tiny", {"t_draft": 64, "strategy": "top-c"}) == "t_draft=64+strategy=top-c"
-    assert st.cell_name("tiny", {"strategy": "top-c", "t_draft": 64}) == "t_draft=64+strategy=top-c"
-    # the paper's ablation model samples 50k with drafts kept by default: its base cell *is* default
+    assert st.variant_name("tiny", {"t_draft": 64, "strategy": "top-c"}) == "t_draft=64+strategy=top-c"
+    assert st.variant_name("tiny", {"strategy": "top-c", "t_draft": 64}) == "t_draft=64+strategy=top-c"
+    # the paper's ablation model samples 50k with drafts kept by default: its base variant *is* default
     paper = load_suite("paper")
-    assert [c.name for c in st.cells("table4", paper)] == ["t_draft=8", "t_draft=32", "default"]
+    assert [c.variant for c in st.cells("table4", paper)] == ["t_draft=8", "t_draft=32", "default"]
     cfg = st.config("tiny", "t_draft=16+M=3")
     assert cfg["sampling"]["t_draft"] == 16 and cfg["sampling"]["revise_iterations"] == 3
     assert cfg["generation"]["num_samples"] == st.config("tiny")["generation"]["ablation_samples"]
     assert cfg["generation"]["save_drafts"] is True
-    assert cfg["transformer"] == st.config("tiny")["transformer"]  # a cell never retrains anything
+    assert cfg["transformer"] == st.config("tiny")["transformer"]  # an ablation variant never retrains anything
 
 
-def test_bad_cell_names_are_refused_naming_the_variant():
+def test_bad_ablation_variant_names_are_refused_naming_the_variant():
     st = Studies()
     with pytest.raises(DrrError, match="variant 't_drafts=4': unknown parameter 't_drafts'"):
-        st.parse_cell("t_drafts=4")
+        st.ablation_values("t_drafts=4")
     with pytest.raises(DrrError, match="is not parameter=value"):
-        st.parse_cell("t_draft")
+        st.ablation_values("t_draft")
     with pytest.raises(DrrError, match="sampling.strategy"):
         st.config("tiny", "strategy=best")  # the schema refuses the value, naming the key
 
@@ -94,15 +94,15 @@ def write_cells(root, report, suite="tiny", experiment=None, speed=False, interv
     def row(cell, phase, **m):
         if intervals:
             m.update({f"{k}_{e}": v + d for k, v in list(m.items()) for e, d in zip(("lo", "hi"), INTERVAL)})
-        return fake_row(cell.experiment, cell.name, phase, **m)
+        return fake_row(cell.experiment, cell.variant, phase, **m)
 
     for i, cell in enumerate(cells + baselines):
-        path = root / f"results/metrics/{cell.experiment}/{cell.name}.parquet"
+        path = root / f"results/metrics/{cell.experiment}/{cell.variant}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_rows([row(cell, "revised", fid=10.0 + i, precision=0.5, recall=0.4),
                     row(cell, "draft", fid=30.0 + i, precision=0.3, recall=0.6)], path)
         if speed:
-            sp = root / f"results/speed/{cell.experiment}/{cell.name}.json"
+            sp = root / f"results/speed/{cell.experiment}/{cell.variant}.json"
             sp.parent.mkdir(parents=True, exist_ok=True)
             rec = {"s_per_sample": 0.25, "device": "cpu (test)", "batch_size": 100, "timed_batches": 2,
                    "warmup_batches": 1}
@@ -459,7 +459,7 @@ def test_the_spec_is_what_the_plan_says_as_json_with_typed_values(root):
     spec = spec_of(root, "table4")
     assert spec == plan.report_spec("table4")            # JSON gives the plan's dict back unchanged
     cells = {c["variant"]: c for c in spec["cells"]}
-    # T_draft 8 is tiny's own value, so its cell is `base`; the value stays the number 8, and the
+    # T_draft 8 is tiny's own value, so its cell's variant is `base`; the value stays the number 8, and the
     # paper's numbers of that cell come with it (configs/published.yaml table4.cells.8)
     assert cells["base"]["values"] == {"t_draft": 8} and cells["t_draft=64"]["values"] == {"t_draft": 64}
     assert cells["base"]["published"] == {"revised": {"fid": 5.41, "s_per_sample": 0.03}}

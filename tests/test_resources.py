@@ -168,13 +168,13 @@ def test_requests_come_from_the_profile_and_the_launch_section():
 
 def test_samples_flops_follow_the_sampling_settings():
     plan = plan_of("paper")
-    base = plan.resolved("in256-crq-821m", "default")
+    default = plan.resolved("in256-crq-821m", "default")
     more = plan.resolved("in256-crq-821m", "t_draft=8")
-    assert res.sample_flops(more) < res.sample_flops(base)
-    guided = dict(base, sampling=dict(base["sampling"], guidance_in="both"))
-    assert res.sample_flops(guided) > res.sample_flops(base)
-    assert res.sampling_precision(base) == "bf16"  # the paper configs' sampling.precision
-    assert res.sampling_precision(dict(base, sampling=dict(base["sampling"], precision="bf16"))) == "bf16"
+    assert res.sample_flops(more) < res.sample_flops(default)
+    guided = dict(default, sampling=dict(default["sampling"], guidance_in="both"))
+    assert res.sample_flops(guided) > res.sample_flops(default)
+    assert res.sampling_precision(default) == "bf16"  # the paper configs' sampling.precision
+    assert res.sampling_precision(dict(default, sampling=dict(default["sampling"], precision="bf16"))) == "bf16"
 
 
 @slow

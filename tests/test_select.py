@@ -74,7 +74,7 @@ def test_every_model_reads_the_choices_of_its_seed_0_experiment(small):
         "configs/experiments/small-seed1.yaml", "--config", "results/select/small/lr.yaml"]
     assert small.transformer_inputs("small-ar-seed1")["select_lr"] == "results/select/small-ar/lr.yaml"
     assert "select_lr" not in small.transformer_inputs("small", choices=False)
-    # sampling of the default run and of every cell reads the guidance choice; a named run does not
+    # sampling of the default variant and of every ablation variant reads the guidance choice; a named one does not
     assert small.variant_args("small", "default") == [
         "--config", "configs/experiments/small.yaml", "--config", "results/select/small/guidance.yaml"]
     assert small.variant_args("small", "t_draft=8")[:4] == small.variant_args("small", "default")

@@ -1,4 +1,4 @@
-"""The caption BPE tokenizer (drr.text): encoding contract, determinism, save/load, CLI errors."""
+"""The caption BPE (drr.text): encoding contract, determinism, save/load, CLI errors."""
 
 import json
 import re
@@ -13,7 +13,7 @@ import pytest
 from drr.codes.store import CodeMapWriter
 from drr.core.errors import DrrError
 from drr.core.files import sha256_file
-from drr.text import TextTokenizer
+from drr.text import CaptionBPE
 from drr.text.train_bpe import main
 
 WORDS = ("a man woman dog cat sitting riding standing on the with red blue small large bench "
@@ -27,8 +27,8 @@ def synthetic_captions(n: int = 400, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tok() -> TextTokenizer:
-    return TextTokenizer.train(synthetic_captions(), vocab_size=300)
+def tok() -> CaptionBPE:
+    return CaptionBPE.train(synthetic_captions(), vocab_size=300)
 
 
 def normalised(text: str) -> str:
@@ -39,10 +39,10 @@ def test_encode_shape_dtype_padding_truncation(tok):
     ids = tok.encode(["A dog.", "", " ".join(["pizza"] * 50)], length=32)
     assert ids.shape == (3, 32) and ids.dtype == np.int64
     assert (ids >= 0).all() and (ids < tok.vocab_size).all()
-    n_dog = int((ids[0] != TextTokenizer.PAD_ID).sum())
-    assert 0 < n_dog < 32 and (ids[0, n_dog:] == TextTokenizer.PAD_ID).all()  # right-padded
-    assert (ids[1] == TextTokenizer.PAD_ID).all()
-    assert (ids[2] != TextTokenizer.PAD_ID).all()  # truncated to exactly 32 tokens
+    n_dog = int((ids[0] != CaptionBPE.PAD_ID).sum())
+    assert 0 < n_dog < 32 and (ids[0, n_dog:] == CaptionBPE.PAD_ID).all()  # right-padded
+    assert (ids[1] == CaptionBPE.PAD_ID).all()
+    assert (ids[2] != CaptionBPE.PAD_ID).all()  # truncated to exactly 32 tokens
     np.testing.assert_array_equal(tok.encode(["A dog."], length=4)[0], ids[0, :4])
     assert tok.encode([], length=32).shape == (0, 32)
     with pytest.raises(TypeError):
@@ -50,11 +50,11 @@ def test_encode_shape_dtype_padding_truncation(tok):
 
 
 def test_vocab_is_learned_and_compact(tok):
-    assert tok.vocab_size == 300 and TextTokenizer.PAD_ID == 0  # stopped at the size asked for
+    assert tok.vocab_size == 300 and CaptionBPE.PAD_ID == 0  # stopped at the size asked for
     # Asked for more than the corpus has pairs for: training stops when every word is one token.
-    full = TextTokenizer.train(synthetic_captions(), vocab_size=1000)
+    full = CaptionBPE.train(synthetic_captions(), vocab_size=1000)
     assert 300 < full.vocab_size < 1000
-    assert (full.encode(["a man riding the bus"])[0] != TextTokenizer.PAD_ID).sum() == 5
+    assert (full.encode(["a man riding the bus"])[0] != CaptionBPE.PAD_ID).sum() == 5
 
 
 def test_round_trip(tok):
@@ -69,14 +69,14 @@ def test_round_trip(tok):
 
 
 def test_training_is_deterministic(tok):
-    again = TextTokenizer.train(synthetic_captions(), vocab_size=300)
+    again = CaptionBPE.train(synthetic_captions(), vocab_size=300)
     assert again._json() == tok._json() and again.sha256() == tok.sha256()
-    other = TextTokenizer.train(synthetic_captions(seed=1), vocab_size=300)
+    other = CaptionBPE.train(synthetic_captions(seed=1), vocab_size=300)
     assert other.sha256() != tok.sha256()
 
 
 def test_small_corpus_reports_real_vocab_size_and_check_vocab():
-    tok = TextTokenizer.train(["a dog", "a cat", "a dog"], vocab_size=16384)
+    tok = CaptionBPE.train(["a dog", "a cat", "a dog"], vocab_size=16384)
     assert 257 <= tok.vocab_size < 300
     tok.check_vocab(16384, "c.yaml: key 'text_vocab_size'")
     tok.check_vocab(tok.vocab_size, "c.yaml: key 'text_vocab_size'")
@@ -84,7 +84,7 @@ def test_small_corpus_reports_real_vocab_size_and_check_vocab():
                                        r"100 is smaller than the tokenizer's \d+ tokens"):
         tok.check_vocab(100, "c.yaml: key 'text_vocab_size'")
     with pytest.raises(DrrError, match="vocab_size 100"):
-        TextTokenizer.train(["a dog"], vocab_size=100)
+        CaptionBPE.train(["a dog"], vocab_size=100)
 
 
 def test_save_load_round_trip(tok, tmp_path):
@@ -92,7 +92,7 @@ def test_save_load_round_trip(tok, tmp_path):
     tok.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["bpe.json"]  # no temporary left behind
     assert sha256_file(path) == tok.sha256()
-    loaded = TextTokenizer.load(path)
+    loaded = CaptionBPE.load(path)
     assert loaded.sha256() == tok.sha256() and loaded.vocab_size == tok.vocab_size
     caps = synthetic_captions(50, seed=2)
     np.testing.assert_array_equal(loaded.encode(caps), tok.encode(caps))
@@ -100,11 +100,11 @@ def test_save_load_round_trip(tok, tmp_path):
 
 def test_load_refuses_missing_and_garbage(tok, tmp_path):
     with pytest.raises(DrrError, match=f"^{re.escape(str(tmp_path / 'none.json'))}: no such file"):
-        TextTokenizer.load(tmp_path / "none.json")
+        CaptionBPE.load(tmp_path / "none.json")
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json\n at all")
     with pytest.raises(DrrError, match=f"^{re.escape(str(garbage))}: not a tokenizers JSON") as e:
-        TextTokenizer.load(garbage)
+        CaptionBPE.load(garbage)
     assert "\n" not in str(e.value)
     # A valid tokenizers file whose [PAD] is not id 0 is not ours: swap ids 0 and 5.
     other = json.loads(tok._json())
@@ -115,7 +115,7 @@ def test_load_refuses_missing_and_garbage(tok, tmp_path):
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps(other))
     with pytest.raises(DrrError, match=f"^{re.escape(str(moved))}: token '\\[PAD\\]' has id 5"):
-        TextTokenizer.load(moved)
+        CaptionBPE.load(moved)
 
 
 def write_code_map(folder, captions: list[str]):
@@ -135,7 +135,7 @@ def test_cli_trains_and_writes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "read 305 captions" in r.stderr and "5 empty" in r.stderr
     assert "300 tokens (asked for 300" in r.stderr and f"wrote {out}" in r.stderr
-    tok = TextTokenizer.load(out)
+    tok = CaptionBPE.load(out)
     assert tok.vocab_size == 300 and tok.sha256() in r.stderr
 
 
@@ -167,9 +167,9 @@ def test_coco_captions(shared_data, tmp_path):
     captions = {split: [a["caption"] for a in json.loads(
         (tmp_path / "annotations" / f"captions_{split}2017.json").read_text())["annotations"]]
         for split in ("train", "val")}
-    tok = TextTokenizer.train(captions["train"], vocab_size=1024)
+    tok = CaptionBPE.train(captions["train"], vocab_size=1024)
     val = captions["val"]
     ids = tok.encode(val, length=64)
     assert [tok.decode(row) for row in ids] == [normalised(c) for c in val]
-    lengths = (ids != TextTokenizer.PAD_ID).sum(1)
+    lengths = (ids != CaptionBPE.PAD_ID).sum(1)
     assert np.mean(lengths <= 32) > 0.95, np.percentile(lengths, [50, 95, 100])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from drr.core import checkpoint
+from drr.core import checkpoint, training
 from drr.core.config import load_config
 from drr.core.errors import DrrError
 from drr.tokenizer import losses
@@ -46,19 +46,19 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
 
     # The same command, told to stop (as by SLURM's signal) after step 4: it saves and exits 1.
     resumed = tmp_path / "b" / "checkpoint.pt"
-    real = tokenizer_train.Checkpoints
+    real = training.Checkpoints  # what the loop's state_checkpoints makes
 
     class SignalledAtStep4(real):
         def after_step(self, step):
             if step == 4:
                 self.stop.requested = "SIGTERM"
             super().after_step(step)
-    monkeypatch.setattr(tokenizer_train, "Checkpoints", SignalledAtStep4)
+    monkeypatch.setattr(training, "Checkpoints", SignalledAtStep4)
     with pytest.raises(SystemExit) as e:
         train_main(cfg_args(tmp_path, 7) + ["--out", str(resumed)])
     assert e.value.code == 1 and not resumed.exists()
     assert torch.load(checkpoint.state_path(resumed.parent), weights_only=False)["step"] == 4
-    monkeypatch.setattr(tokenizer_train, "Checkpoints", real)
+    monkeypatch.setattr(training, "Checkpoints", real)
     train_main(cfg_args(tmp_path, 7) + ["--out", str(resumed)])   # the same command again, resumes
 
     a = torch.load(straight, weights_only=False)["state_dict"]

@@ -1,11 +1,13 @@
 """Argument handling shared by the `python -m drr...` entry points: --config layers and --set
-overrides, resolved by drr.core.config (errors: one line naming the file or --set, and the key)."""
+overrides, resolved by drr.core.config (errors: one line naming the file or --set, and the key),
+and the training commands' refusal of a config that imports what they would train."""
 
 from __future__ import annotations
 
 import argparse
 
 from drr.core.config import load_config, override_from_dotted
+from drr.core.errors import DrrError
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -24,3 +26,11 @@ def resolve(args) -> dict:
     if args.set:
         layers.append(override_from_dotted(args.set))
     return load_config(*layers)
+
+
+def refuse_imported(cfg: dict, stage: str, source) -> None:
+    """Refuse to train `stage` ('tokenizer' or 'transformer') whose config imports an official
+    checkpoint (`<stage>.checkpoint` set), naming `source` (the config file that says so)."""
+    if cfg[stage]["checkpoint"] is not None:
+        raise DrrError(f"{source}: key '{stage}.checkpoint' is set, so this {stage} is imported, not "
+                       f"trained: use python -m drr.{stage}.import_official")

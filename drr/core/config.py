@@ -28,7 +28,7 @@ saved configs, the schemas themselves): UTF-8 whatever the locale, a regular fil
 `MAX_YAML_BYTES`, plain YAML only. A duplicate key, an anchor or alias (a few hundred bytes of
 nested aliases expand to billions of nodes), a merge key or a tag outside YAML's plain types
 (``!!python/object``...) is refused in one line naming the file and the line. `parse_yaml` reads
-``--set`` values and cell names the same way.
+``--set`` values and the values in variant names the same way.
 """
 
 from __future__ import annotations
@@ -445,11 +445,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def section_hash(cfg: dict, *sections: str) -> str:
-    """Hash of only some top-level sections (e.g. what a tokenizer depends on)."""
-    return config_hash({s: cfg[s] for s in sections})
-
-
 class _PlainDumper(yaml.SafeDumper):
     """yaml.safe_dump's writer that never writes an anchor (read_yaml refuses them): a value that
     appears twice is written out twice."""
@@ -487,3 +482,42 @@ def override_from_dotted(pairs: list[str]) -> dict:
                                "by an earlier --set, not a section")
         node[parts[-1]] = parse_yaml(value, f"--set {key}")
     return out
+
+
+# -- dotted keys ----------------------------------------------------------------------------------
+
+ABSENT = "<absent>"  # the value `first_differing` gives a key one of the two dicts lacks
+
+
+def nested(settings: dict) -> dict:
+    """{dotted key: value} as a nested override (a config layer)."""
+    out: dict = {}
+    for key, value in settings.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as {dotted key: value}; an empty section counts as a value of its own."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def first_differing(a: dict, b: dict) -> tuple[str, object, object] | None:
+    """(key, value in a, value in b) of the first key, in sorted order, whose value differs between
+    two flat dicts ({dotted key: value}: `flatten`), a key one of them lacks reading as ABSENT; None
+    if they agree."""
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key, ABSENT), b.get(key, ABSENT)
+        if x != y:
+            return key, x, y
+    return None

@@ -32,10 +32,6 @@ def init(device_setting: str | None = "auto") -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 

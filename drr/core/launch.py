@@ -7,7 +7,8 @@ The `launch` section of a stage (for example `transformer.launch`) decides::
     executor: slurm       # submitit's SlurmExecutor: nodes x gpus_per_node tasks, one per GPU
 
 A job is a picklable object with `__call__` (run as one submitit task; it reads its rank from
-submitit's JobEnvironment), `run()` (run in this process) and `checkpoint()` (submitit requeue).
+submitit's JobEnvironment), `run()` (run in this process) and `checkpoint()` (submitit requeue):
+`TrainingJob` is one, which the tokenizer's and the transformer's training jobs extend.
 This command stays in the foreground until the job ends, printing the job's id, log paths and
 newest progress line, so a Snakemake rule that calls it finishes exactly when the job does.
 """
@@ -62,6 +63,60 @@ def make_executor(launch: dict, folder: Path, name: str):
                              additional_parameters={"requeue": True})
         return ex
     raise DrrError(f"launch.executor {kind!r} is not one of {EXECUTORS}")
+
+
+class TrainingJob:
+    """A picklable training call for submitit: one task per GPU, checkpointable.
+
+    submitit runs it on every task; it exports the torch.distributed environment from submitit's
+    JobEnvironment, then trains. On preemption or time-out submitit's signal reaches the loop's
+    StopSignal first (the state is saved at a step boundary), then submitit's own handler, which
+    calls `checkpoint()` and requeues the job: the requeued job runs this same call, which
+    resumes from `drr.core.checkpoint.latest_state` of the run folder.
+
+    A subclass sets `self.args` (the arguments of its training function, and all the job holds:
+    the pickle, and so `launch`'s fingerprint of the job, is the class and `args`), `out_arg` (the
+    index in `args` of the final checkpoint, whose folder is the run folder) and `train()`.
+    """
+
+    args: tuple
+    out_arg: int
+
+    @property
+    def out(self) -> Path:
+        return self.args[self.out_arg]
+
+    def train(self) -> Path:
+        """Train in this process; return the final checkpoint."""
+        raise NotImplementedError
+
+    def __call__(self) -> str:
+        import os
+
+        import submitit
+        env = submitit.JobEnvironment()
+        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
+                          LOCAL_RANK=str(env.local_rank))
+        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
+        return self.run()
+
+    def run(self) -> str:
+        """Train in this process (torch.distributed settings, if any, from the environment),
+        holding the run folder's lock (rank 0)."""
+        from drr.core.lock import hold, is_rank0
+
+        out = self.out
+        with hold(out.parent, out.name, enabled=is_rank0()):
+            return str(self.train())
+
+    def checkpoint(self):
+        import submitit
+
+        from drr.core import checkpoint
+        print(f"requeueing; the requeued job resumes from {checkpoint.latest_state(self.out.parent)}",
+              file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(type(self)(*self.args))
 
 
 def _last_progress_line(path: Path) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 
-from drr.core.config import config_hash
+from drr.core.config import config_hash, first_differing, flatten
 
 # Keys that cannot change any result, each with the code that shows why.
 NEUTRAL = {
@@ -60,7 +60,7 @@ STAGES = {
     "codes": ["data", "-data.train_split", "-data.eval_split", "tokenizer.name", "tokenizer.encode"],
     "tokenizer_report": ["data", "-data.train_split", "tokenizer.name", "tokenizer.report",
                          "metrics.fid_network"],
-    "text_tokenizer": ["transformer.model.cond.vocab_size"],
+    "text_tokenizer": ["transformer.model.cond.vocab_size"],  # the caption BPE (rule train_text_tokenizer)
     "transformer": ["seed", "data.name", "data.resolution", "data.max_images", "data.train_split",
                     "tokenizer.name", "tokenizer.model", "transformer.checkpoint",
                     "transformer.model", "transformer.train"],
@@ -158,20 +158,7 @@ def stage_hash(cfg: dict, stage: str) -> str:
     return config_hash(stage_config(cfg, stage))
 
 
-def _flatten(d, prefix=""):
-    if not isinstance(d, dict) or not d:
-        return {prefix[:-1]: d} if prefix else {}
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
 def first_difference(old: dict, new: dict, stage: str) -> str | None:
     """'key X (this run: Y)' for the first key of `stage` in which two configs differ, or None."""
-    a, b = _flatten(stage_config(old, stage)), _flatten(stage_config(new, stage))
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if x != y:
-            return f"{key} {x!r} (this run: {y!r})"
-    return None
+    diff = first_differing(flatten(stage_config(old, stage)), flatten(stage_config(new, stage)))
+    return None if diff is None else f"{diff[0]} {diff[1]!r} (this run: {diff[2]!r})"

@@ -256,6 +256,36 @@ class Checkpoints:
             self.save(step)
 
 
+def resume(run_dir, parts: dict, rank: int, main: bool) -> tuple[int, Path | None]:
+    """Restore `parts` (name -> model, optimizer or None, as drr.core.checkpoint.restore takes
+    them) from the run folder's latest state: (its step, the state file); (0, None) when there is
+    no state to resume."""
+    from drr.core import checkpoint
+    state_file = checkpoint.latest_state(run_dir)
+    if state_file is None:
+        return 0, None
+    step = checkpoint.restore(checkpoint.load_state(state_file), state_file, parts, rank)
+    if main:
+        print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
+    return step, state_file
+
+
+def state_checkpoints(stop: StopSignal, tcfg: dict, device, run_dir, world: int, main: bool, state,
+                      saved_step: int | None) -> Checkpoints:
+    """The Checkpoints of a training loop (`tcfg`: its train section, checkpoint_every and
+    checkpoint_minutes), whose save writes `state()` (the step, models, optimizers and config) and
+    every process's RNG state to the run folder's state file (rank 0). `saved_step`: the step of
+    the state the run resumed from, or None."""
+    from drr.core import checkpoint
+
+    def save_state():
+        rng = gather_rng_states(world)  # a collective
+        if main:
+            checkpoint.save({**state(), "rng": rng}, checkpoint.state_path(run_dir))
+    return Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
+                       save_state, main, saved_step=saved_step)
+
+
 def check_finite(loss, step: int, rank: int, world: int, device, run_dir) -> None:
     """DrrError on every process when the loss of any process is not finite, naming the first
     such rank and the step; a collective when world > 1, called before the backward pass (a

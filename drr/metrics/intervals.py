@@ -51,7 +51,7 @@ Method:
   row stores the key of its splits (``boot_key``). Two rows with the same key were split at the
   same sample indices. Sample i of every set is a pure function of (seed, i) with class
   i % num_classes, so (sample i of A, sample i of B) are independent pairs over i — the drafts and
-  the revised images of one cell, two cells of one experiment, two experiments with the same seed —
+  the revised images of one variant, two variants of one experiment, two experiments with the same seed —
   and the difference of their replicates, θ̂_A − θ̂_B ± (D_A − D_B), is the same half-sampling of
   the difference (`drr.reports.claims.difference`: "paired"), which keeps what the two sets share out of
   the interval. Rows with different keys were split independently, and differences of their

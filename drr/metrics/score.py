@@ -44,7 +44,7 @@ PR_CONVENTION = ("Kynkaanniemi et al. 2019 k-NN manifolds in Inception pool feat
 # name, pyarrow type, meaning. The schema of every row (Parquet columns; JSON keys).
 ROW_FIELDS = [
     ("experiment", "string", "experiment name (first config's stem unless --experiment)"),
-    ("variant", "string", "ablation / variant name ('base' when none)"),
+    ("variant", "string", "variant name (--variant; else the other configs' stems, 'base' when none)"),
     ("phase", "string", "revised (arr_0) | draft (drafts)"),
     ("sample_key", "string", "npz array scored"),
     ("n_samples", "int64", "number of images scored; every metric of the row is over these"),
@@ -234,8 +234,8 @@ def features_key(images: NpzImages, extractor, clip=None, captions=None) -> str:
 def cached_features(images: NpzImages, extractor, batch_size: int, clip, captions, desc: str,
                     cache_dir=None):
     """`extract_samples`, through a content-addressed cache when `cache_dir` is given: sample sets
-    with the same pixels (the drafts of ablation cells that differ only in the revise phase, or one
-    config reached under two cell names) are put through the networks once."""
+    with the same pixels (the drafts of ablation variants that differ only in the revise phase, or
+    one config reached under two variant names) are put through the networks once."""
     if cache_dir is None:
         return extract_samples(images, extractor, batch_size, clip, captions, desc)
     key = features_key(images, extractor, clip, captions)

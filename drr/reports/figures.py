@@ -32,8 +32,8 @@ def series(res: Results, parameter: str):
         values = cell.values
         if set(values) != {parameter}:
             continue
-        out.append((values[parameter], res.row(cell.experiment, cell.name, "revised"),
-                    res.row(cell.experiment, cell.name, "draft")))
+        out.append((values[parameter], res.row(cell.experiment, cell.variant, "revised"),
+                    res.row(cell.experiment, cell.variant, "draft")))
     return sorted(out, key=lambda t: t[0])
 
 

@@ -124,7 +124,7 @@ def progression(cfg: dict, tokenizer: Path, transformer: Path, out: Path, t_draf
 
 
 def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *, classes=None,
-                    per_condition: int = 8, num_captions: int = 6, text_tokenizer=None, captions=None,
+                    per_condition: int = 8, num_captions: int = 6, caption_bpe=None, captions=None,
                     device: str | None = None) -> dict:
     from drr.sampling.conditions import Conditions
     from drr.sampling.decode import sample_seeds
@@ -132,7 +132,7 @@ def conditions_grid(cfg: dict, tokenizer: Path, transformer: Path, out: Path, *,
     from drr.sampling.sampler import precision, sample_codes, sampling_settings
 
     dev, models = _models(cfg, tokenizer, transformer, device)
-    conds = Conditions(cfg, text_tokenizer, captions)
+    conds = Conditions(cfg, caption_bpe, captions)
     if conds.type == "class":
         chosen = [int(c) for c in (classes or []) if 0 <= int(c) < conds.num_classes]
         if not chosen:
@@ -206,7 +206,8 @@ def main(argv=None) -> None:
     cond.add_argument("--classes", type=int, nargs="+")
     cond.add_argument("--per-class", "--per-caption", dest="per_condition", type=int, default=8)
     cond.add_argument("--num-captions", type=int, default=6)
-    cond.add_argument("--text-tokenizer", type=Path)
+    cond.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                      help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     cond.add_argument("--captions", type=Path, help="eval split's code map (text models)")
     cmp = sub.add_parser("compare")
     cmp.add_argument("--images", type=Path, nargs="+", required=True)
@@ -231,7 +232,7 @@ def main(argv=None) -> None:
         else:
             conditions_grid(cfg, args.tokenizer, args.transformer, args.out, classes=args.classes,
                             per_condition=args.per_condition, num_captions=args.num_captions,
-                            text_tokenizer=args.text_tokenizer, captions=args.captions,
+                            caption_bpe=args.caption_bpe, captions=args.captions,
                             device=args.device)
         print(f"wrote {args.out}")
 

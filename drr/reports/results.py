@@ -65,9 +65,10 @@ def read_spec(path, kinds) -> dict:
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a report: a run and the typed values of the parameters the report varies."""
+    """One cell of a report: a run (an experiment and its variant) and the typed values of the
+    parameters the report varies."""
     experiment: str
-    name: str                                        # its variant
+    variant: str
     values: dict = field(default_factory=dict)       # parameter -> value (int, str, ...)
     published: dict = field(default_factory=dict)    # phase -> {metric: the paper's value}
 

@@ -145,17 +145,17 @@ def cell_table(res: Results, columns: list[dict], metrics, phases=("revised",), 
         out = [label_text(c, cell) for c in columns]
         row = None
         for ph in phases:
-            row = res.row(cell.experiment, cell.name, ph)
+            row = res.row(cell.experiment, cell.variant, ph)
             if speed:
-                sp = res.speed(cell.experiment, cell.name)
+                sp = res.speed(cell.experiment, cell.variant)
                 row = res.with_speed(row, sp)
                 res.note(f"s/sample measured on {sp['device']}, batch {sp['batch_size']}, "
                          f"{sp['timed_batches']} timed batches after {sp['warmup_batches']} warm-up")
-                _speed_interval_note(res, sp, f"{cell.experiment}/{cell.name}")
+                _speed_interval_note(res, sp, f"{cell.experiment}/{cell.variant}")
             numbers = cell.published.get(ph, {})
             for m in metrics:
                 out += res.columns(m, row, numbers.get(m), compare)
-        rows.append(out + [samples_text(row), reference_text(row), f"`{cell.experiment}/{cell.name}`"])
+        rows.append(out + [samples_text(row), reference_text(row), f"`{cell.experiment}/{cell.variant}`"])
     return markdown_table(header, rows)
 
 
@@ -198,8 +198,8 @@ def build(res: Results) -> str:
 
 def _extractor_note(res: Results, phase) -> str | None:
     for cell in res.cells:
-        if res.has_row(cell.experiment, cell.name):
-            row = res.row(cell.experiment, cell.name, phase)
+        if res.has_row(cell.experiment, cell.variant):
+            row = res.row(cell.experiment, cell.variant, phase)
             return f"{row['extractor_id']} ({row['fid_network']} weights)"
     return None
 

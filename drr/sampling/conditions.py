@@ -16,10 +16,10 @@ class Conditions:
     """Per-sample conditions of a generation run, a pure function of the global sample index.
 
     class + balanced: class i % num_classes; text + eval_captions: caption i % n of a code map,
-    tokenised with the BPE tokenizer; cond type none: zeros.
+    tokenised with the caption BPE (drr.text.bpe); cond type none: zeros.
     """
 
-    def __init__(self, cfg: dict, text_tokenizer: Path | None = None, captions: Path | None = None):
+    def __init__(self, cfg: dict, caption_bpe: Path | None = None, captions: Path | None = None):
         cond = cfg["transformer"]["model"]["cond"]
         mode = cfg["generation"]["conditions"]
         self.type = cond["type"]
@@ -35,23 +35,24 @@ class Conditions:
             if mode != "eval_captions":
                 raise DrrError(f"generation.conditions: {mode!r} is for class models; "
                                "text-conditional models use 'eval_captions'")
-            if text_tokenizer is None or captions is None:
+            if caption_bpe is None or captions is None:
                 raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer "
                                "and --captions (the eval split's code map)")
             from drr.codes.store import CodeMap
             from drr.core.files import sha256_file
-            from drr.text import TextTokenizer
+            from drr.text import CaptionBPE
 
-            tok = TextTokenizer.load(text_tokenizer)
-            tok.check_vocab(cond["vocab_size"], "transformer.model.cond.vocab_size")
+            bpe = CaptionBPE.load(caption_bpe)
+            bpe.check_vocab(cond["vocab_size"], "transformer.model.cond.vocab_size")
             self.captions = CodeMap(captions).captions
             if not self.captions or not any(self.captions):
                 raise DrrError(f"{captions}: field 'caption' is empty; eval_captions needs "
                                "a code map with captions")
-            self.tokens = tok.encode(self.captions, cond["length"])
+            self.tokens = bpe.encode(self.captions, cond["length"])
+            # the caption BPE under the keys that finished sample sets' records have
             self.source.update(captions=str(captions), num_captions=len(self.captions),
-                               text_tokenizer=str(text_tokenizer),
-                               text_tokenizer_sha256=sha256_file(text_tokenizer))
+                               text_tokenizer=str(caption_bpe),
+                               text_tokenizer_sha256=sha256_file(caption_bpe))
 
     def __call__(self, indices: np.ndarray) -> torch.Tensor:
         """(B, L) int64 conditions of the samples with these global indices."""

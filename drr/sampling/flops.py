@@ -33,7 +33,7 @@ COUNTER = "torch.utils.flop_counter.FlopCounterMode"
 
 
 def count(cfg: dict, tokenizer: Path, transformer: Path, samples: int = 2,
-          text_tokenizer: Path | None = None, captions: Path | None = None, models=None) -> dict:
+          caption_bpe: Path | None = None, captions: Path | None = None, models=None) -> dict:
     """FLOPs per sample of the config's sampler on `samples` samples; the record --json holds."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,7 +51,7 @@ def count(cfg: dict, tokenizer: Path, transformer: Path, samples: int = 2,
     if models is None:
         models = load_models(tokenizer, transformer, dev, cfg)
     sampler.check_positions(settings, models.transformer.config.num_positions)
-    conds = Conditions(cfg, text_tokenizer, captions)
+    conds = Conditions(cfg, caption_bpe, captions)
     idx = np.arange(samples)
     marks: list[tuple[str, int]] = []
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -88,11 +88,12 @@ def main(argv=None) -> None:
     p.add_argument("--transformer", required=True, type=Path, help="transformer checkpoint")
     p.add_argument("--json", required=True, type=Path, help="where to write the count")
     p.add_argument("--samples", type=int, default=2, help="samples counted (default 2)")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     p.add_argument("--captions", type=Path, help="eval code map whose captions condition samples")
     args = p.parse_args(argv)
     with user_errors():
-        rec = count(resolve(args), args.tokenizer, args.transformer, args.samples, args.text_tokenizer,
+        rec = count(resolve(args), args.tokenizer, args.transformer, args.samples, args.caption_bpe,
                     args.captions)
         write_json(args.json, rec)
     print(f"{rec['flops_per_sample'] / 1e9:.4g} GFLOPs per sample ({rec['model_kind']}); wrote {args.json}",

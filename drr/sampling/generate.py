@@ -78,30 +78,17 @@ def shard_config_hash(cfg: dict) -> str:
     return stage_hash(cfg, "samples")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def config_difference(old: dict | None, new: dict) -> str:
     """' (first difference: key a.b is X there, Y here)' or '' if unknown. A key that a stage
     config leaves out at its value from before it existed (drr.core.stages.ADDED_KEYS) reads as
     that value."""
+    from drr.core.config import first_differing, flatten
     from drr.core.stages import ADDED_KEYS
 
     if not isinstance(old, dict):
         return ""
-    a, b = {**ADDED_KEYS, **_flatten(old)}, {**ADDED_KEYS, **_flatten(new)}
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            return f" (first difference: {key} is {a.get(key, '<absent>')!r} there, " \
-                   f"{b.get(key, '<absent>')!r} here)"
-    return ""
+    diff = first_differing({**ADDED_KEYS, **flatten(old)}, {**ADDED_KEYS, **flatten(new)})
+    return "" if diff is None else f" (first difference: {diff[0]} is {diff[1]!r} there, {diff[2]!r} here)"
 
 
 def shard_path(out: Path, i: int) -> Path:
@@ -331,7 +318,7 @@ def merge(cfg: dict, out: Path, models, conds, settings) -> Path:
 # -- the run ----------------------------------------------------------------------------------
 
 def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: int | None = None,
-             merge_only: bool = False, text_tokenizer: Path | None = None,
+             merge_only: bool = False, caption_bpe: Path | None = None,
              captions: Path | None = None, precision: str | None = None,
              device: str | None = None) -> Path | None:
     """Make the missing shards (only shard `shard` if given), then merge (unless `shard`).
@@ -361,7 +348,7 @@ def generate(cfg: dict, tokenizer: Path, transformer: Path, out: Path, shard: in
     sampler.check_generation(cfg)
     models = load_models(tokenizer, transformer, dev, cfg)
     sampler.check_positions(settings, models.transformer.config.num_positions)
-    conds = Conditions(cfg, text_tokenizer, captions)
+    conds = Conditions(cfg, caption_bpe, captions)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
 
@@ -395,7 +382,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--shard", type=int, help="make only this shard (no merge)")
     p.add_argument("--merge-only", action="store_true", help="only merge the finished shards")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     p.add_argument("--captions", type=Path, help="eval code map whose captions condition samples")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="transformer precision, as --set sampling.precision=... (default: the "
@@ -407,7 +395,7 @@ def main(argv=None) -> None:
         part = "samples" if args.shard is None else f"shard-{args.shard}"
         with hold(args.out.parent, f"{args.out.name}.{part}"):
             generate(cfg, args.tokenizer, args.transformer, args.out, shard=args.shard,
-                     merge_only=args.merge_only, text_tokenizer=args.text_tokenizer,
+                     merge_only=args.merge_only, caption_bpe=args.caption_bpe,
                      captions=args.captions, precision=args.precision, device=args.device)
 
 

@@ -108,7 +108,7 @@ def masked_picture(images: np.ndarray, region: torch.Tensor, code_hw: tuple[int,
 
 def run(cfg: dict, tokenizer: Path, transformer: Path, codes_dir: Path, out: Path,
         rows: list[int], samples: int = 3, masks: list[str] = MASKS,
-        class_override: int | None = None, text_tokenizer: Path | None = None,
+        class_override: int | None = None, caption_bpe: Path | None = None,
         precision: str | None = None, device: str | None = None) -> dict:
     """Write the figure and its JSON; return the JSON record. precision: sets `sampling.precision`
     (None: the config's); device: the --device option (None: the config's `device`)."""
@@ -158,13 +158,13 @@ def run(cfg: dict, tokenizer: Path, transformer: Path, codes_dir: Path, out: Pat
                            "pass --class-override")
         row_cond = torch.tensor(labels, dtype=torch.long)[:, None]
     elif cond_type == "text":
-        from drr.text import TextTokenizer
-        if text_tokenizer is None:
+        from drr.text import CaptionBPE
+        if caption_bpe is None:
             raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer")
-        tok = TextTokenizer.load(text_tokenizer)
+        bpe = CaptionBPE.load(caption_bpe)
         captions = code_map.captions
         labels = [captions[r] for r in rows]
-        row_cond = torch.from_numpy(tok.encode(labels, tc.text_length))
+        row_cond = torch.from_numpy(bpe.encode(labels, tc.text_length))
     else:
         labels = [None] * len(rows)
         row_cond = torch.zeros(len(rows), 1, dtype=torch.long)
@@ -220,7 +220,8 @@ def main(argv=None) -> None:
     p.add_argument("--masks", nargs="+", default=list(MASKS), choices=MASKS)
     p.add_argument("--class-override", type=int, metavar="K",
                    help="condition every image on class K (editing, App. D.3)")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="transformer precision, as --set sampling.precision=... (default: the "
                         "config's)")
@@ -229,7 +230,7 @@ def main(argv=None) -> None:
     with user_errors():
         cfg = resolve(args)
         rec = run(cfg, args.tokenizer, args.transformer, args.codes, args.out, args.rows,
-                  args.samples, args.masks, args.class_override, args.text_tokenizer,
+                  args.samples, args.masks, args.class_override, args.caption_bpe,
                   args.precision, args.device)
         print(f"wrote {args.out} ({len(rec['lines'])} lines of {2 + args.samples} images)",
               file=sys.stderr)

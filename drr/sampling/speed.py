@@ -79,7 +79,7 @@ class Clock:
 
 
 def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str | None = None,
-            device: str | None = None, text_tokenizer: Path | None = None,
+            device: str | None = None, caption_bpe: Path | None = None,
             captions: Path | None = None, models=None) -> dict:
     """Time `generation.speed_batches` batches after one warm-up batch; return the record.
     precision: sets `sampling.precision` (None: the config's); device: the --device option (None:
@@ -101,7 +101,7 @@ def measure(cfg: dict, tokenizer: Path, transformer: Path, precision: str | None
         models = load_models(tokenizer, transformer, dev, cfg)
     sampler.check_positions(settings, models.transformer.config.num_positions)
     phases = AR_PHASES if models.transformer.config.kind == "ar" else PHASES
-    conds = Conditions(cfg, text_tokenizer, captions)
+    conds = Conditions(cfg, caption_bpe, captions)
     bs, batches = cfg["generation"]["speed_batch_size"], cfg["generation"]["speed_batches"]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -174,13 +174,14 @@ def main(argv=None) -> None:
                    help="transformer precision, as --set sampling.precision=... (default: the "
                         "config's); the tokenizer decodes in fp32")
     p.add_argument("--device", help="auto | cuda | cuda:N | cpu (default: the config's `device`)")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional models)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     p.add_argument("--captions", type=Path, help="eval code map whose captions condition samples")
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
         rec = measure(cfg, args.tokenizer, args.transformer, args.precision, args.device,
-                      args.text_tokenizer, args.captions)
+                      args.caption_bpe, args.captions)
         write_json(args.json, rec)
         print(summary(rec, args.json), file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""The caption tokenizer: byte-level BPE trained on a dataset's captions.
+"""The caption BPE: byte-level BPE trained on a dataset's captions (not the image tokenizer).
 
 The paper feeds the text-to-image transformer 32 text tokens from a BPE tokenizer with a
 16,384-token vocabulary (the official RQ-Transformer does so for CC-3M). This is a HuggingFace
@@ -11,7 +11,7 @@ The paper feeds the text-to-image transformer 32 text tokens from a BPE tokenize
 * one special token, "[PAD]", with id 0: `encode` truncates to `length` tokens and right-pads
   with it, and `decode` drops it.
 
-The whole tokenizer (normaliser, merges, vocabulary) is one JSON file; its sha256 goes into the
+The whole caption BPE (normaliser, merges, vocabulary) is one JSON file; its sha256 goes into the
 provenance of what is built on it. Training on a small corpus can stop below the requested
 vocabulary size: `vocab_size` reports the real size. The configured text vocabulary of a model
 (which sizes its embedding) is an upper bound on it, checked with `check_vocab`.
@@ -41,7 +41,7 @@ def check_vocab_size(vocab_size: int, source: str = "vocab_size") -> None:
                        f"tokens (256 bytes and {PAD_TOKEN}); ask for more")
 
 
-class TextTokenizer:
+class CaptionBPE:
     """Byte-level BPE over normalised captions; ids are in [0, vocab_size), 0 is padding."""
 
     PAD_ID = 0
@@ -51,7 +51,7 @@ class TextTokenizer:
 
     @classmethod
     def train(cls, captions: Iterable[str], vocab_size: int = 16384,
-              min_frequency: int = 2) -> TextTokenizer:
+              min_frequency: int = 2) -> CaptionBPE:
         """Learn merges from `captions` until `vocab_size` tokens or no pair occurs `min_frequency`
         times. Deterministic: the same captions give the same JSON."""
         check_vocab_size(vocab_size)
@@ -70,8 +70,8 @@ class TextTokenizer:
         return cls(tok)
 
     @classmethod
-    def load(cls, path) -> TextTokenizer:
-        """Read a tokenizer JSON written by `save`; DrrError naming the file if it is not one."""
+    def load(cls, path) -> CaptionBPE:
+        """Read a caption BPE's JSON written by `save`; DrrError naming the file if it is not one."""
         path = Path(path)
         if not path.is_file():
             raise DrrError(f"{path}: no such file; train one with python -m drr.text.train_bpe")
@@ -104,7 +104,7 @@ class TextTokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def check_vocab(self, configured: int, source: str) -> None:
-        """Refuse a tokenizer whose ids do not fit an embedding of `configured` rows.
+        """Refuse a caption BPE whose ids do not fit an embedding of `configured` rows.
 
         `source` names the file and field that configured the size, e.g.
         "configs/cc3m.yaml: key 'model.text_vocab_size'".

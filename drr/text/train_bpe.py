@@ -1,4 +1,4 @@
-"""Train the caption BPE tokenizer (drr.text.bpe) on the captions of a code map.
+"""Train the caption BPE (drr.text.bpe) on the captions of a code map.
 
     python -m drr.text.train_bpe --codes results/codes/<tokenizer>/cc3m/train \
         --vocab-size 16384 --out results/text/cc3m-bpe16k.json
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from drr.codes.store import CodeMap
 from drr.core.errors import DrrError, user_errors
-from drr.text.bpe import TextTokenizer, check_vocab_size
+from drr.text.bpe import CaptionBPE, check_vocab_size
 
 
-def train_bpe(codes: Path, vocab_size: int, min_frequency: int, out: Path) -> TextTokenizer:
+def train_bpe(codes: Path, vocab_size: int, min_frequency: int, out: Path) -> CaptionBPE:
     """Train on the non-empty captions of the code map `codes` and save the JSON to `out`."""
     check_vocab_size(vocab_size, "--vocab-size")  # before the (long) read of the code map
     t0 = time.monotonic()
@@ -32,13 +32,13 @@ def train_bpe(codes: Path, vocab_size: int, min_frequency: int, out: Path) -> Te
                        "tokenizer needs the code map of an image-caption dataset")
     print(f"read {len(captions)} captions from {codes} ({len(captions) - len(kept)} empty, "
           "skipped)", file=sys.stderr, flush=True)
-    tok = TextTokenizer.train(kept, vocab_size=vocab_size, min_frequency=min_frequency)
-    print(f"trained byte-level BPE: {tok.vocab_size} tokens (asked for {vocab_size}, "
+    bpe = CaptionBPE.train(kept, vocab_size=vocab_size, min_frequency=min_frequency)
+    print(f"trained byte-level BPE: {bpe.vocab_size} tokens (asked for {vocab_size}, "
           f"min frequency {min_frequency}) in {time.monotonic() - t0:.1f}s",
           file=sys.stderr, flush=True)
-    tok.save(out)
-    print(f"wrote {out} (sha256 {tok.sha256()})", file=sys.stderr)
-    return tok
+    bpe.save(out)
+    print(f"wrote {out} (sha256 {bpe.sha256()})", file=sys.stderr)
+    return bpe
 
 
 def main(argv=None) -> None:
@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     p.add_argument("--vocab-size", type=int, default=16384, help="tokens to learn, at most")
     p.add_argument("--min-frequency", type=int, default=2,
                    help="a pair is merged only if it occurs this many times")
-    p.add_argument("--out", required=True, type=Path, help="tokenizer JSON to write")
+    p.add_argument("--out", required=True, type=Path, help="the caption BPE's JSON to write")
     args = p.parse_args(argv)
     with user_errors():
         train_bpe(args.codes, args.vocab_size, args.min_frequency, args.out)

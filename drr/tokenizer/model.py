@@ -60,11 +60,6 @@ class RQVAEConfig:
         return self.code_shape[2]
 
     @property
-    def latent_side(self) -> int:
-        """H (= W) of the code map."""
-        return self.code_shape[0]
-
-    @property
     def resolution(self) -> int:
         """Side of the images, in pixels: H * 2**(len(ch_mult) - 1)."""
         return self.code_shape[0] * 2 ** (len(self.ch_mult) - 1)

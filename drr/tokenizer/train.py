@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,20 +34,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from drr.core import checkpoint, distributed
-from drr.core.cli import config_parser, resolve
+from drr.core import distributed
+from drr.core.cli import config_parser, refuse_imported, resolve
 from drr.core.errors import DrrError, user_errors
-from drr.core.lock import hold, is_rank0
+from drr.core.launch import TrainingJob
 from drr.core.progress import Progress
 from drr.core.training import (
-    Checkpoints,
     MetricsLog,
     StepBatchSampler,
     StopSignal,
     check_finite,
-    gather_rng_states,
+    resume,
     save_run_config,
     start_run,
+    state_checkpoints,
     warmup_constant,
 )
 
@@ -129,15 +128,10 @@ def train(cfg: dict, out: Path) -> Path:
     opt_d = (torch.optim.Adam(loss_fn.disc.parameters(), lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
              if loss_fn.disc is not None else None)
 
-    step = 0
-    state_file = checkpoint.latest_state(run_dir)
-    if state_file is not None:
-        step = checkpoint.restore(checkpoint.load_state(state_file), state_file, {
-            "model": model, "opt_g": opt_g, "disc": loss_fn.disc if opt_d is not None else None,
-            "opt_d": opt_d}, rank)
-        if main:
-            print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
-    elif main:
+    step, state_file = resume(run_dir, {"model": model, "opt_g": opt_g,
+                                        "disc": loss_fn.disc if opt_d is not None else None,
+                                        "opt_d": opt_d}, rank, main)
+    if state_file is None and main:
         print(f"training the tokenizer on {len(dataset)} images, {world} process(es) of "
               f"{tcfg['batch_size'] // world} images a step in micro-batches of {micro}, device "
               f"{device}", file=sys.stderr, flush=True)
@@ -158,15 +152,12 @@ def train(cfg: dict, out: Path) -> Path:
     progress = Progress(tcfg["steps"], "train_tokenizer", start=step, enabled=main)
     stop = StopSignal()
 
-    def save_state():
-        rng = gather_rng_states(world)
-        if main:
-            checkpoint.save({"step": step, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
-                             "disc": loss_fn.disc.state_dict() if opt_d else None,
-                             "opt_d": opt_d.state_dict() if opt_d else None, "rng": rng,
-                             "config": cfg}, checkpoint.state_path(run_dir))
-    saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
-                        save_state, main, saved_step=step if state_file is not None else None)
+    saves = state_checkpoints(
+        stop, tcfg, device, run_dir, world, main,
+        lambda: {"step": step, "model": model.state_dict(), "opt_g": opt_g.state_dict(),
+                 "disc": loss_fn.disc.state_dict() if opt_d else None,
+                 "opt_d": opt_d.state_dict() if opt_d else None, "config": cfg},
+        saved_step=step if state_file is not None else None)
 
     def finite(loss):
         check_finite(loss, step, rank, world, device, run_dir)  # a collective, before DDP's one
@@ -296,35 +287,18 @@ def discriminator_step(loss_fn, opt_d, x, recon, micro: int, tcfg: dict, device,
     return total
 
 
-class TrainJob:
-    """A picklable tokenizer-training call for submitit: one task per GPU, checkpointable (see
-    drr.transformer.train.TrainJob: the loop saves its state on submitit's signal, then submitit
-    requeues the job, which resumes from the run folder's state)."""
+class TrainJob(TrainingJob):
+    """A picklable tokenizer-training call for submitit (drr.core.launch.TrainingJob: the loop
+    saves its state on submitit's signal, then submitit requeues the job, which resumes from the
+    run folder's state)."""
+
+    out_arg = 1
 
     def __init__(self, cfg: dict, out: Path):
         self.args = (cfg, Path(out))
 
-    def __call__(self) -> str:
-        import submitit
-        env = submitit.JobEnvironment()
-        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
-                          LOCAL_RANK=str(env.local_rank))
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
-        return self.run()
-
-    def run(self) -> str:
-        """Train in this process (torch.distributed settings, if any, from the environment),
-        holding the run folder's lock (rank 0)."""
-        out = self.args[1]
-        with hold(out.parent, out.name, enabled=is_rank0()):
-            return str(train(*self.args))
-
-    def checkpoint(self):
-        import submitit
-        print(f"requeueing; the requeued job resumes from "
-              f"{checkpoint.latest_state(self.args[1].parent)}", file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(TrainJob(*self.args))
+    def train(self) -> Path:
+        return train(*self.args)
 
 
 def main(argv=None) -> None:
@@ -335,9 +309,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        if cfg["tokenizer"]["checkpoint"] is not None:
-            raise DrrError(f"{args.config[-1]}: key 'tokenizer.checkpoint' is set, so this tokenizer "
-                           "is imported, not trained: use python -m drr.tokenizer.import_official")
+        refuse_imported(cfg, "tokenizer", args.config[-1])
         micro_batch_size(cfg["tokenizer"]["train"], 1)  # a bad value fails here, not in a job
         launch(TrainJob(cfg, args.out), cfg["tokenizer"]["launch"], args.out.parent / "submitit",
                name=f"drr-tokenizer-{args.out.parent.name}")

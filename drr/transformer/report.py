@@ -38,7 +38,7 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | None,
+def evaluate(cfg: dict, transformer: Path, codes: Path, caption_bpe: Path | None,
              max_maps: int = 10000) -> dict:
     from drr.codes.store import open_code_map
     from drr.transformer.io import load_transformer
@@ -52,7 +52,7 @@ def evaluate(cfg: dict, transformer: Path, codes: Path, text_tokenizer: Path | N
                              code_shape=c.code_shape, codebook_size=c.codebook_size)
     n = min(len(code_map), max_maps)
     maps = torch.from_numpy(code_map.codes[:n].reshape(n, -1, c.depth).astype("int64")).to(device)
-    cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer)[:n]).to(device)
+    cond = torch.from_numpy(load_conditions(cfg, code_map, caption_bpe)[:n]).to(device)
     nll = evaluate_nll(model, maps, cond, seed=cfg["seed"])
     null_nll = evaluate_nll(model, maps, model.null_condition(cond), seed=cfg["seed"])
     rcfg = cfg["transformer"]["report"]
@@ -153,14 +153,15 @@ def main(argv=None) -> None:
     p = config_parser(__doc__.splitlines()[0])
     p.add_argument("--transformer", required=True, type=Path)
     p.add_argument("--codes", required=True, type=Path, help="code map of the eval split")
-    p.add_argument("--text-tokenizer", type=Path)
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional models)")
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        report = evaluate(cfg, args.transformer, args.codes, args.text_tokenizer)
+        report = evaluate(cfg, args.transformer, args.codes, args.caption_bpe)
         if args.png:
             plot(report, args.png)
         write_json(args.json, report)

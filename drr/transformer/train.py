@@ -29,7 +29,6 @@ format); --out (the model, kind 'drr-transformer') only when training ends.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,20 +37,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drr.core import checkpoint, distributed
-from drr.core.cli import config_parser, resolve
+from drr.core import distributed
+from drr.core.cli import config_parser, refuse_imported, resolve
 from drr.core.errors import DrrError, user_errors
-from drr.core.lock import hold, is_rank0
+from drr.core.launch import TrainingJob
 from drr.core.progress import Progress
 from drr.core.training import (
-    Checkpoints,
     MetricsLog,
     StopSignal,
     batch_indices,
     check_finite,
-    gather_rng_states,
+    resume,
     save_run_config,
     start_run,
+    state_checkpoints,
     warmup_cosine,
 )
 
@@ -70,7 +69,7 @@ def score_positions(kind: str, batch: int, n: int, generator: torch.Generator) -
     return sample_masks(batch, n, generator)
 
 
-def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndarray:
+def load_conditions(cfg: dict, code_map, caption_bpe: Path | None) -> np.ndarray:
     """(N_rows, L_cond) int64 conditions of every row: labels, caption token ids, or zeros."""
     cond = cfg["transformer"]["model"]["cond"]
     if cond["type"] == "class":
@@ -80,17 +79,17 @@ def load_conditions(cfg: dict, code_map, text_tokenizer: Path | None) -> np.ndar
                            f"transformer.model.cond.num_classes is {cond['num_classes']}")
         return labels[:, None]
     if cond["type"] == "text":
-        from drr.text import TextTokenizer
-        if text_tokenizer is None:
+        from drr.text import CaptionBPE
+        if caption_bpe is None:
             raise DrrError("transformer.model.cond.type is 'text': pass --text-tokenizer")
-        tok = TextTokenizer.load(text_tokenizer)
-        tok.check_vocab(cond["vocab_size"], str(text_tokenizer))
-        return tok.encode(code_map.captions, cond["length"])
+        bpe = CaptionBPE.load(caption_bpe)
+        bpe.check_vocab(cond["vocab_size"], str(caption_bpe))
+        return bpe.encode(code_map.captions, cond["length"])
     return np.zeros((len(code_map), 1), dtype=np.int64)
 
 
 def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
-          text_tokenizer: Path | None = None) -> Path:
+          caption_bpe: Path | None = None) -> Path:
     from drr.codes.store import open_code_map
     from drr.tokenizer.io import load_tokenizer, shared_code_embeddings
     from drr.transformer.build import build_transformer
@@ -106,7 +105,7 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     code_map = open_code_map(codes, tokenizer_sha256=tok_sha, code_shape=mcfg.code_shape,
                              codebook_size=mcfg.codebook_size)
     all_codes = code_map.codes.reshape(len(code_map), -1, mcfg.depth)  # numpy, read-only
-    all_cond = torch.from_numpy(load_conditions(cfg, code_map, text_tokenizer))
+    all_cond = torch.from_numpy(load_conditions(cfg, code_map, caption_bpe))
     model = build_transformer(mcfg, code_embeddings).to(device)
     del tok_model
     n_params = sum(p.numel() for p in model.parameters())
@@ -116,14 +115,8 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
 
-    step = 0
-    state_file = checkpoint.latest_state(run_dir)
-    if state_file is not None:
-        step = checkpoint.restore(checkpoint.load_state(state_file), state_file,
-                                  {"model": model, "opt": opt}, rank)
-        if main:
-            print(f"resuming from {state_file} at step {step}", file=sys.stderr, flush=True)
-    elif main:
+    step, state_file = resume(run_dir, {"model": model, "opt": opt}, rank, main)
+    if state_file is None and main:
         print(f"training {n_params / 1e6:.2f}M parameters on {len(code_map)} code maps "
               f"({codes}), {world} process(es), device {device}", file=sys.stderr, flush=True)
 
@@ -135,15 +128,12 @@ def train(cfg: dict, tokenizer: Path, codes: Path, out: Path,
     progress = Progress(tcfg["steps"], "train_transformer", start=step, enabled=main)
     stop = StopSignal()
 
-    def save_state():
-        rng = gather_rng_states(world)
-        if main:
-            checkpoint.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                             "rng": rng, "config": cfg}, checkpoint.state_path(run_dir))
-    saves = Checkpoints(stop, tcfg["checkpoint_every"], tcfg["checkpoint_minutes"], device, run_dir,
-                        save_state, main, saved_step=step if state_file is not None else None)
+    saves = state_checkpoints(
+        stop, tcfg, device, run_dir, world, main,
+        lambda: {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "config": cfg},
+        saved_step=step if state_file is not None else None)
 
-    heldout = heldout_set(cfg, codes, tok_sha, mcfg, text_tokenizer, device) if tcfg["eval_every"] and main else None
+    heldout = heldout_set(cfg, codes, tok_sha, mcfg, caption_bpe, device) if tcfg["eval_every"] and main else None
     model.train()
     b, n = tcfg["batch_size"], mcfg.num_positions
     tokens_per_step = b * n * mcfg.depth
@@ -209,7 +199,7 @@ def snapshot_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "snapshots" / f"step-{step:06d}.pt"
 
 
-def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path | None, device):
+def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, caption_bpe: Path | None, device):
     """(code maps, conditions) of the first transformer.train.eval_maps held-out maps: the eval
     split's code maps beside the training ones (results/codes/<tokenizer>/<dataset>/<split>)."""
     from drr.codes.store import open_code_map
@@ -222,7 +212,7 @@ def heldout_set(cfg: dict, codes: Path, tok_sha: str, mcfg, text_tokenizer: Path
                          codebook_size=mcfg.codebook_size)
     n = min(len(held), cfg["transformer"]["train"]["eval_maps"])
     maps = torch.from_numpy(held.codes[:n].reshape(n, -1, mcfg.depth).astype(np.int64)).to(device)
-    return maps, torch.from_numpy(load_conditions(cfg, held, text_tokenizer)[:n]).to(device)
+    return maps, torch.from_numpy(load_conditions(cfg, held, caption_bpe)[:n]).to(device)
 
 
 def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
@@ -243,43 +233,19 @@ def evaluate_nll(model, codes: torch.Tensor, cond: torch.Tensor, seed: int = 0,
     return total / max(count, 1)
 
 
-class TrainJob:
-    """A picklable training call for submitit: one task per GPU, checkpointable.
+class TrainJob(TrainingJob):
+    """A picklable transformer-training call for submitit: one task per GPU, checkpointable
+    (drr.core.launch.TrainingJob)."""
 
-    submitit runs it on every task; it exports the torch.distributed environment from submitit's
-    JobEnvironment, then trains. On preemption or time-out submitit's signal reaches the loop's
-    StopSignal first (the state is saved at a step boundary), then submitit's own handler, which
-    calls `checkpoint()` and requeues the job: the requeued job runs this same call, which
-    resumes from `drr.core.checkpoint.latest_state` of the run folder.
-    """
+    out_arg = 3
 
     def __init__(self, cfg: dict, tokenizer: Path, codes: Path, out: Path,
-                 text_tokenizer: Path | None = None):
+                 caption_bpe: Path | None = None):
         self.args = (cfg, Path(tokenizer), Path(codes), Path(out),
-                     Path(text_tokenizer) if text_tokenizer else None)
+                     Path(caption_bpe) if caption_bpe else None)
 
-    def __call__(self) -> str:
-        import submitit
-        env = submitit.JobEnvironment()
-        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks),
-                          LOCAL_RANK=str(env.local_rank))
-        os.environ.setdefault("MASTER_ADDR", env.hostnames[0])
-        os.environ.setdefault("MASTER_PORT", str(20000 + int(env.job_id.split("_")[0]) % 20000))
-        return self.run()
-
-    def run(self) -> str:
-        """Train in this process (torch.distributed settings, if any, from the environment),
-        holding the run folder's lock (rank 0)."""
-        out = self.args[3]
-        with hold(out.parent, out.name, enabled=is_rank0()):
-            return str(train(*self.args))
-
-    def checkpoint(self):
-        import submitit
-        run_dir = self.args[3].parent
-        print(f"requeueing; the requeued job resumes from {checkpoint.latest_state(run_dir)}",
-              file=sys.stderr, flush=True)
-        return submitit.helpers.DelayedSubmission(TrainJob(*self.args))
+    def train(self) -> Path:
+        return train(*self.args)
 
 
 def main(argv=None) -> None:
@@ -288,16 +254,14 @@ def main(argv=None) -> None:
     p = config_parser(__doc__.splitlines()[0])
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint (drr format)")
     p.add_argument("--codes", required=True, type=Path, help="code map folder of the training split")
-    p.add_argument("--text-tokenizer", type=Path, help="BPE json (text-conditional experiments)")
+    p.add_argument("--text-tokenizer", dest="caption_bpe", type=Path,
+                   help="the caption BPE's JSON (drr.text.bpe; text-conditional experiments)")
     p.add_argument("--out", required=True, type=Path, help="final transformer checkpoint")
     args = p.parse_args(argv)
     with user_errors():
         cfg = resolve(args)
-        if cfg["transformer"]["checkpoint"] is not None:
-            raise DrrError(f"{args.config[-1]}: key 'transformer.checkpoint' is set, so this "
-                           "transformer is imported, not trained: use python -m "
-                           "drr.transformer.import_official")
-        job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.text_tokenizer)
+        refuse_imported(cfg, "transformer", args.config[-1])
+        job = TrainJob(cfg, args.tokenizer, args.codes, args.out, args.caption_bpe)
         launch(job, cfg["transformer"]["launch"], args.out.parent / "submitit",
                name=f"drr-train-{args.out.parent.name}")
 

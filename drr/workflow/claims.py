@@ -123,8 +123,8 @@ def select_run(ctx: Context, name: str, claim: dict, sel: dict) -> tuple[str, st
     if len(hits) != 1:
         text = ",".join(f"{k}={v}" for k, v in want.items()) or "(no values)"
         raise DrrError(f"{ctx.where(name)}: cell {text} matches {len(hits)} cells of report {report} "
-                       f"({', '.join(c.name for c in cells)}); name one cell")
-    return hits[0].experiment, hits[0].name
+                       f"({', '.join(c.variant for c in cells)}); name one cell")
+    return hits[0].experiment, hits[0].variant
 
 
 def _comparisons(ctx: Context, name: str, claim: dict, key: str = "comparisons") -> list[dict]:
@@ -139,7 +139,7 @@ def _comparisons(ctx: Context, name: str, claim: dict, key: str = "comparisons")
     for cell in report_cells(ctx, name, claim):
         cellsel = dict(cell.values)
         for c in base:
-            out.append(dict(c, prefix=f"{cell.name}: ", a={**c["a"], "cell": cellsel}, b={**c["b"], "cell": cellsel}))
+            out.append(dict(c, prefix=f"{cell.variant}: ", a={**c["a"], "cell": cellsel}, b={**c["b"], "cell": cellsel}))
     return out
 
 
@@ -165,7 +165,7 @@ def claim_entry(ctx: Context, name: str, claim: dict) -> dict:
         if claim["kind"] != "pairs":
             param = claim["parameter"]
             cells = [c for c in report_cells(ctx, name, claim) if param in dict(c.values)]
-            entry["cells"] = [{"experiment": c.experiment, "variant": c.name, "x": c.value(param)}
+            entry["cells"] = [{"experiment": c.experiment, "variant": c.variant, "x": c.value(param)}
                               for c in sorted(cells, key=lambda c: c.value(param))]
             return entry
         for key in ("comparisons", "beside"):
@@ -214,12 +214,6 @@ def entry_runs(entry: dict) -> dict[str, list[tuple[str, str]]]:
     for c in entry.get("cells", []):
         out["speed" if claim["metric"] == "s_per_sample" else "metrics"].append((c["experiment"], c["variant"]))
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
-
-
-def needed_runs(ctx: Context, name: str, claim: dict) -> tuple[list, list]:
-    """(metrics runs, speed runs) a claim reads, as (experiment, variant) pairs."""
-    runs = entry_runs(claim_entry(ctx, name, claim))
-    return runs["metrics"], runs["speed"]
 
 
 def report_files(plan, claims: dict) -> dict[str, str]:
@@ -292,5 +286,5 @@ def claims_hash(plan, claims_path=CLAIMS_FILE) -> str:
     """Rerun parameter of the rule: the claims file's content and the cells of the reports it names."""
     text = (Path(plan.root) / claims_path).read_text(encoding="utf-8")
     return config_hash({"claims": hashlib.sha256(text.encode()).hexdigest(),
-                        "cells": {r: [(c.experiment, c.name, c.values) for c in plan.cells(r)]
+                        "cells": {r: [(c.experiment, c.variant, c.values) for c in plan.cells(r)]
                                   for r in plan.reports}})

@@ -1,6 +1,6 @@
 """The workflow's plan: which results a suite builds, from what, and what part of a config each depends on.
 
-`Plan(root, workflow_config)`: the suite's experiments, tokenizers, caption tokenizers and reference
+`Plan(root, workflow_config)`: the suite's experiments, tokenizers, caption BPEs and reference
 statistics, each report's cells, inputs and spec (what its program receives:
 drr.workflow.report_spec), and the targets of `snakemake` (rule all). The rule files are wiring:
 their input functions and parameters call a Plan. What part of a config each stage depends on (the
@@ -23,12 +23,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from drr.core.config import REPO, config_hash, load_config
+from drr.core.config import REPO, config_hash, first_differing, flatten, load_config, nested
 from drr.core.errors import DrrError
 from drr.core.releases import PARTS, release_of
 from drr.core.stages import SHARD_NAME, first_difference, stage_hash
-from drr.workflow.studies import (CELL_SEP, PUBLISHED_FILE, ROLES, WORKFLOW_FILE, Cell, Studies, format_value,
-                                  read_yaml)
+from drr.workflow.studies import (PUBLISHED_FILE, ROLES, VARIANT_SEP, WORKFLOW_FILE, Cell, Studies,
+                                  format_value, read_yaml)
 
 SELECT_DIR = "results/select"
 USES = ("train", "sample")  # which jobs read a selection's choice: training (and its report), or sampling
@@ -44,28 +44,6 @@ def setting_text(value) -> str:
     """A setting's value as the text of `--set KEY=TEXT`, which drr reads back as YAML to the same
     value: null, true/false, a number, or a quoted string."""
     return json.dumps(value)
-
-
-def nested(settings: dict) -> dict:
-    """{dotted key: value} as a nested override (a config layer)."""
-    out: dict = {}
-    for key, value in settings.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def published_numbers(section: dict, path: list[str], values: dict, phase: str) -> dict:
@@ -159,7 +137,7 @@ class Plan:
         return f"results/codes/{cfg['tokenizer']['name']}/{cfg['data']['name']}/{split}"
 
     @staticmethod
-    def text_tokenizer_path(cfg: dict) -> str:
+    def caption_bpe_path(cfg: dict) -> str:
         return f"results/text/{cfg['tokenizer']['name']}/bpe.json"
 
     @staticmethod
@@ -200,10 +178,10 @@ class Plan:
         self.imported_tokenizers = sorted(t for t, e in self.tokenizer_of.items()
                                           if self.experiments[e]["tokenizer"]["checkpoint"])
         self.trained_tokenizers = sorted(t for t in self.tokenizer_of if t not in self.imported_tokenizers)
-        self.text_tokenizer_of: dict[str, str] = {}
+        self.caption_bpe_of: dict[str, str] = {}  # tokenizer name -> first text experiment: its caption BPE's
         for name in sorted(self.experiments, key=lambda n: (n in self.seed_of, n)):
             if self.cond_type(name) == "text":
-                self.text_tokenizer_of.setdefault(self.experiments[name]["tokenizer"]["name"], name)
+                self.caption_bpe_of.setdefault(self.experiments[name]["tokenizer"]["name"], name)
         self.datasets = sorted({c["data"]["name"] for c in self.experiments.values()})
         self.splits = sorted({c["data"][s] for c in self.experiments.values()
                               for s in ("train_split", "eval_split")})
@@ -239,13 +217,13 @@ class Plan:
                 if other == exp or other in table or other in self.seed_of:
                     raise DrrError(f"{self._where()}.seeds.{exp}: {other!r} is already the experiment or "
                                    "a seed of one; name each other seed once")
-                a = _flat({k: v for k, v in self.experiments[exp].items() if k != "seed"})
-                b = _flat({k: v for k, v in self.experiments[other].items() if k != "seed"})
-                diff = next((k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")), None)
+                diff = first_differing(flatten({k: v for k, v in self.experiments[exp].items() if k != "seed"}),
+                                       flatten({k: v for k, v in self.experiments[other].items() if k != "seed"}))
                 if diff is not None:
+                    key, mine, theirs = diff
                     raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} differs from "
-                                   f"{self.experiment_file(exp)} in key '{diff}' ({b.get(diff, '<absent>')!r} vs "
-                                   f"{a.get(diff, '<absent>')!r}); another seed changes `seed` only")
+                                   f"{self.experiment_file(exp)} in key '{key}' ({theirs!r} vs {mine!r}); "
+                                   "another seed changes `seed` only")
                 if self.experiments[other]["seed"] == self.experiments[exp]["seed"]:
                     raise DrrError(f"{self._where()}.seeds.{exp}: {self.experiment_file(other)} has the same "
                                    f"seed as {self.experiment_file(exp)} ({self.experiments[exp]['seed']})")
@@ -261,7 +239,7 @@ class Plan:
         studies = read_yaml(self.studies.path)
         where = self.studies.path.name
         run_defs, selection_defs = studies.get("runs", {}), studies.get("selections", {})
-        base = _flat(load_config())
+        base = flatten(load_config())
         for label, keys in ([(f"runs.{r}.{k}", list(s)) for r, d in run_defs.items() for k, s in d.items()]
                             + [(f"selections.{n}.settings", list(d["settings"])) for n, d in selection_defs.items()]
                             + [(f"selections.{n}.key", list(d["key"].values()) if isinstance(d["key"], dict)
@@ -304,7 +282,7 @@ class Plan:
                             **sel["settings"], self.selection_key(name, exp): value}
         for exp, variants in self.named.items():
             for variant in variants:
-                self.resolved(exp, variant)  # every named run resolves (values checked) before any job
+                self.resolved(exp, variant)  # every named variant resolves (values checked) before any job
 
     def selection_key(self, name: str, experiment: str) -> str:
         """The config key selection `name` chooses for the experiment's model kind."""
@@ -328,8 +306,8 @@ class Plan:
 
     def selection_layers(self, experiment: str, use: str) -> list[str]:
         """The choice files a job of `experiment` that `use`s them reads (train: the training and
-        its report; sample: the default run, the cells, speed, FLOPs and pictures), in the order of
-        configs/studies.yaml `selections`; [] for an experiment without selections."""
+        its report; sample: the `default` and ablation variants, speed, FLOPs and pictures), in the
+        order of configs/studies.yaml `selections`; [] for an experiment without selections."""
         if use not in USES:
             raise ValueError(f"use {use!r} is not one of {USES}")
         source = self.select_source.get(experiment)
@@ -462,9 +440,9 @@ class Plan:
     # -- variants -------------------------------------------------------------------------------
 
     def resolved(self, experiment: str, variant: str = "default") -> dict:
-        """The resolved config of a variant ('default', a cell name of configs/studies.yaml or a
-        named run). A job that uses the workflow's choices resolves the chosen values in place of
-        the experiment's own: this config has the experiment's (the choices are inputs)."""
+        """The resolved config of a variant ('default', an ablation variant of configs/studies.yaml
+        or a named variant). A job that uses the workflow's choices resolves the chosen values in
+        place of the experiment's own: this config has the experiment's (the choices are inputs)."""
         if experiment not in self.experiments:
             raise DrrError(f"configs/workflow.yaml: experiment {experiment!r} is not in suite {self.suite_name}")
         if variant in self.named.get(experiment, {}):
@@ -477,34 +455,35 @@ class Plan:
                 except DrrError as e:
                     raise DrrError(f"{self.studies.path.name}: run {variant} of {experiment}: {e}") from None
             return self._named_configs[key]
-        if variant != "default" and not self.studies.is_cell(variant):
-            raise DrrError(f"variant {variant!r}: not 'default' nor a cell (parameter=value[,...] of "
-                           f"{self.studies.path.name})")
+        if variant != "default" and not self.studies.is_ablation(variant):
+            raise DrrError(f"variant {variant!r}: not 'default', a named variant nor an ablation variant "
+                           f"(parameter=value[+...] of {self.studies.path.name})")
         return self.studies.config(experiment, variant)
 
     def is_named(self, experiment: str, variant: str) -> bool:
-        """A named run (configs/studies.yaml `runs`, or a run of a `sample` selection)."""
+        """A named variant (configs/studies.yaml `runs`, or a validation run of a `sample` selection)."""
         return variant in self.named.get(experiment, {})
 
     def variant_args(self, experiment: str, variant: str) -> list[str]:
-        """The command-line config of a variant: its --config layers (the default run and the cells
-        with the `sample` choices), then --set KEY=VALUE of a cell or a named run."""
+        """The command-line config of a variant: its --config layers (the `default` and ablation
+        variants with the `sample` choices), then --set KEY=VALUE of an ablation or named variant."""
         if self.is_named(experiment, variant):
             return self.config_args(experiment) + [a for k, v in self.named[experiment][variant].items()
                                                    for a in ("--set", f"{k}={setting_text(v)}")]
         args = self.config_args(experiment, "sample")
-        if self.studies.is_cell(variant):
-            cell = self.studies.parse_cell(variant)
-            for s in self.studies.cell_settings(experiment, cell):
+        if self.studies.is_ablation(variant):
+            values = self.studies.ablation_values(variant)
+            for s in self.studies.ablation_settings(experiment, values):
                 args += ["--set", s]
         return args
 
     def variant_pattern(self) -> str:
-        """A regex of every variant name the plan can make: default, base, and any cell whose
-        values are plain YAML scalars (letters, digits, . _ -), joined by + (studies.CELL_SEP)."""
+        """A regex of every variant name the plan can make: default, base, the named variants, and
+        any ablation variant whose values are plain YAML scalars (letters, digits, . _ -), joined
+        by + (studies.VARIANT_SEP)."""
         one = f"(?:{one_of(self.studies.parameters)})=[A-Za-z0-9._-]+"
         named = sorted({v for runs in self.named.values() for v in runs})
-        return f"default|base|{one_of(named) + '|' if named else ''}{one}(?:{re.escape(CELL_SEP)}{one})*"
+        return f"default|base|{one_of(named) + '|' if named else ''}{one}(?:{re.escape(VARIANT_SEP)}{one})*"
 
     def num_shards(self, experiment: str, variant: str) -> int:
         gen = self.resolved(experiment, variant)["generation"]
@@ -530,19 +509,19 @@ class Plan:
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "codes": self.codes_dir(cfg, cfg["data"]["train_split"])}
         if self.cond_type(experiment) == "text":
-            inputs["text"] = self.text_tokenizer_path(cfg)
+            inputs["text"] = self.caption_bpe_path(cfg)
         if cfg["transformer"]["train"]["eval_every"]:  # read beside --codes (drr.transformer.train)
             inputs["eval_codes"] = self.eval_codes(experiment)
         return dict(inputs, **self._layer_inputs(experiment, "train")) if choices else inputs
 
     def sampling_inputs(self, experiment: str, variant: str = "default") -> dict:
-        """A sampling job's inputs: the models, a text model's caption inputs, and for the default
-        run and the cells the `sample` choices (a named run sets its sampling itself)."""
+        """A sampling job's inputs: the models, a text model's caption inputs, and for the `default`
+        and ablation variants the `sample` choices (a named variant sets its sampling itself)."""
         cfg = self.experiments[experiment]
         inputs = {"tokenizer": f"{self.tokenizer_dir(cfg)}/checkpoint.pt",
                   "transformer": f"results/transformers/{experiment}/checkpoint.pt"}
         if self.cond_type(experiment) == "text":
-            inputs["text"] = self.text_tokenizer_path(cfg)
+            inputs["text"] = self.caption_bpe_path(cfg)
             inputs["captions"] = self.codes_dir(cfg, cfg["data"]["eval_split"])
         if not self.is_named(experiment, variant):
             inputs.update(self._layer_inputs(experiment, "sample"))
@@ -637,9 +616,9 @@ class Plan:
             partner = self.suite["ablation"] if self.suite["ablation"] in same else (sorted(same) or [None])[0]
             if partner is not None:
                 self.ar_partner[ar] = partner
-        for ar, base in self.seed_of.items():  # another seed of an AR model: the partner's same seed
-            k = self.seeds_of(base).index(ar)
-            partner = self.ar_partner.get(base)
+        for ar, first in self.seed_of.items():  # another seed of an AR model: the partner's same seed
+            k = self.seeds_of(first).index(ar)
+            partner = self.ar_partner.get(first)
             if partner is not None and len(self.seeds_of(partner)) > k:
                 self.ar_partner[ar] = self.seeds_of(partner)[k]
 
@@ -658,7 +637,7 @@ class Plan:
 
     def report_runs(self, report: str) -> list[tuple[str, str]]:
         """(experiment, variant) of every run a report shows: its cells, then its baselines."""
-        runs = [(c.experiment, c.name) for c in self.cells(report)]
+        runs = [(c.experiment, c.variant) for c in self.cells(report)]
         runs += [(e, "default") for e in self.studies.baselines(report, self.suite)]
         return list(dict.fromkeys(runs))
 
@@ -748,7 +727,7 @@ class Plan:
             "suite": self.suite_name, "suite_experiments": list(self.suite["experiments"]),
             "scale": self.scale,
             "studies": _json_entry(entry),
-            "cells": [{"experiment": c.experiment, "variant": c.name, "values": dict(c.values),
+            "cells": [{"experiment": c.experiment, "variant": c.variant, "values": dict(c.values),
                        "published": ({ph: published_numbers(section, paper, dict(c.values), ph) for ph in phases}
                                      if paper is not None else {})}
                       for c in cells],

@@ -709,7 +709,7 @@ def suite_jobs(plan) -> list[Job]:
             split = cfg["data"][key]
             out.append(Job("encode_codes", f"{tok}/{split}", exp, info={"split": split}))
     out += [Job("reference_stats", r, e) for r, e in sorted(plan.reference_experiment.items())]
-    out += [Job("train_text_tokenizer", t, e) for t, e in sorted(plan.text_tokenizer_of.items())]
+    out += [Job("train_text_tokenizer", t, e) for t, e in sorted(plan.caption_bpe_of.items())]
     out += [Job("train_transformer", e, e) for e in plan.trained_inprocess]
     out += [Job("submit_transformer", e, e) for e in plan.trained_submitted]
     out += [Job("import_transformer", e, e) for e in plan.imported_transformers]
@@ -1027,7 +1027,7 @@ class Model:
                         disk=m["pr_reference_size"] * INCEPTION_FEATURES * 4 + INCEPTION_FEATURES ** 2 * 8,
                         note=f"{n:,} reference images")
 
-    def _train_text_tokenizer(self, job, req):
+    def _train_text_tokenizer(self, job, req):  # rule train_text_tokenizer: the caption BPE
         cfg = self.cfg(job)
         n = split_images(cfg, cfg["data"]["train_split"])
         a = self.a

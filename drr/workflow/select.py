@@ -114,16 +114,6 @@ def choose(values: list, scores: list[float]) -> int:
     return min(range(len(scores)), key=lambda i: (scores[i], i))
 
 
-def layer(key: str, value) -> dict:
-    out: dict = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
-
-
 def select(name: str, experiment: str, key: str, lowest: str, values: list, candidates: list) -> dict:
     """The record of one selection (what --json holds)."""
     from drr.core.provenance import provenance
@@ -153,16 +143,18 @@ def layer_text(record: dict) -> str:
     """The choice as a config layer, with a comment saying where it comes from."""
     import yaml
 
+    from drr.core.config import nested
+
     head = (f"# {record['selection']} of {record['experiment']}, chosen by drr.workflow.select: "
             f"{record['rule']}; {record['chosen_run']} of "
             + ", ".join(c["run"] for c in record["candidates"])
             + (" (at the edge of the values)" if record["at_edge"] else "")
             + ". Every value's result: the .json beside this file.\n")
-    return head + yaml.safe_dump(layer(record["key"], record["chosen"]), sort_keys=False)
+    return head + yaml.safe_dump(nested({record["key"]: record["chosen"]}), sort_keys=False)
 
 
 def main(argv=None) -> None:
-    from drr.core.config import load_config
+    from drr.core.config import load_config, nested
     from drr.core.files import write_json, write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -186,7 +178,7 @@ def main(argv=None) -> None:
                 raise DrrError(f"--values {text!r}: not a number") from None
         record = select(args.name, args.experiment, args.key, args.lowest, values, args.candidates)
         try:  # the choice is a valid config layer: the key exists and the value fits it
-            load_config(layer(record["key"], record["chosen"]))
+            load_config(nested({record["key"]: record["chosen"]}))
         except DrrError as e:
             raise DrrError(f"--key {args.key}: {e}") from None
         write_text(args.yaml, layer_text(record))

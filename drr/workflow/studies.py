@@ -1,18 +1,23 @@
 """Ablation studies as data: suites, reports and their cells (configs/workflow.yaml, configs/studies.yaml).
 
-A *variant* of an experiment is what its samples, metrics and speed files are named by:
+A *variant* is a named run of an experiment, its sampling settings: what its samples, metrics,
+speed and FLOPs files are named by (the `{variant}` of their paths, the `variant` column of a
+metrics row). A *run* is an experiment and one of its variants. The variants:
 
 ``default``          the experiment config itself;
-``k=v[+k=v...]``     an ablation *cell*: values of the short parameters of configs/studies.yaml
+``k=v[+k=v...]``     an *ablation variant*: values of the short parameters of configs/studies.yaml
                      (``t_draft=16``, ``t_draft=8+strategy=top-c``), generated with
                      ``generation.ablation_samples`` samples and with drafts kept;
-``base``             the cell with no override (the experiment's own sampling settings).
+``base``             the ablation variant with no override (the experiment's own sampling settings);
+a named variant      configs/studies.yaml `runs`, or a validation run of a `sample` selection,
+                     ``<selection>-<value>`` (drr.workflow.plan).
 
-`Studies.cells(report, suite)` lists the canonical cells of a report, the ones the workflow builds:
-a cell's name drops the values equal to the experiment's own, in the order of `parameters`, and a
-cell whose config is the experiment's default config is named ``default``. The Snakefile and the
-report scripts both name cells through this module, so a report reads exactly the files the workflow
-made for it.
+A *cell* is a cell of a report (a row of an ablation table, a point of a figure): a variant with
+the values of the parameters the report varies (`Cell`). `Studies.cells(report, suite)` lists the
+canonical cells of a report, the ones the workflow builds: a cell's variant name drops the values
+equal to the experiment's own, in the order of `parameters`, and a cell whose config is the
+experiment's default config is the variant ``default``. The Snakefile and the report scripts both
+name variants through this module, so a report reads exactly the files the workflow made for it.
 
 configs/studies.yaml and configs/published.yaml are checked when read: each against its JSON
 schema (workflow/schemas/), then their references here (a grid's parameters, a label column's
@@ -44,15 +49,15 @@ SCALES_DIR = "configs/scales"
 WORKFLOW_FILE = "configs/workflow.yaml"
 PUBLISHED_FILE = "configs/published.yaml"
 ROLES = ("ablation", "vq")
-# Between the parameters of a cell name. Not a comma: Snakemake hands a cluster job its wildcards
+# Between the parameters of an ablation variant's name. Not a comma: Snakemake hands a cluster job its wildcards
 # as `--target-jobs rule:key=value,key=value` and splits that on commas, so a variant
 # `t_draft=8,strategy=top-c` reached the SLURM job as variant `t_draft=8` (found by the paper
 # suite's dress rehearsal, tests/test_rehearsal.py).
-CELL_SEP = "+"
+VARIANT_SEP = "+"
 
 
 def format_value(v) -> str:
-    """A parameter value as it appears in a cell name (YAML scalar text)."""
+    """A parameter value as it appears in a variant name (YAML scalar text)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
@@ -60,8 +65,10 @@ def format_value(v) -> str:
 
 @dataclass(frozen=True)
 class Cell:
+    """A cell of a report: a run (an experiment and its variant) and the values of the parameters
+    the report varies."""
     experiment: str
-    name: str                    # the variant name (canonical)
+    variant: str                 # the canonical variant name
     values: tuple                # ((short, value), ...) of every parameter the report varies
 
     def value(self, short: str):
@@ -147,12 +154,13 @@ class Studies:
         folder = f"{SCALES_DIR}/{self.scale}"
         return [f for f in (f"{folder}/all.yaml", f"{folder}/{experiment}.yaml") if (self.root / f).is_file()]
 
-    def parse_cell(self, variant: str) -> dict:
-        """'t_draft=16+strategy=top-c' -> {'t_draft': 16, 'strategy': 'top-c'}; 'base' -> {}."""
+    def ablation_values(self, variant: str) -> dict:
+        """The parameter values of an ablation variant: 't_draft=16+strategy=top-c' ->
+        {'t_draft': 16, 'strategy': 'top-c'}; 'base' -> {}."""
         if variant == "base":
             return {}
         out = {}
-        for part in variant.split(CELL_SEP):
+        for part in variant.split(VARIANT_SEP):
             short, eq, text = part.partition("=")
             if not eq or not text:
                 raise DrrError(f"variant {variant!r}: {part!r} is not parameter=value")
@@ -165,14 +173,16 @@ class Studies:
         return out
 
     @staticmethod
-    def is_cell(variant: str) -> bool:
+    def is_ablation(variant: str) -> bool:
+        """An ablation variant: ``base`` or parameter values."""
         return variant == "base" or "=" in variant
 
-    def cell_settings(self, experiment: str, overrides: dict) -> list[str]:
-        """The KEY=VALUE overrides (drr --set syntax) of a cell on top of the experiment config."""
-        default = self.config(experiment)
-        sets = [f"{self.parameters[k]}={format_value(v)}" for k, v in overrides.items()]
-        n = default["generation"]["ablation_samples"]
+    def ablation_settings(self, experiment: str, values: dict) -> list[str]:
+        """The KEY=VALUE overrides (drr --set syntax) of an ablation variant's parameter values on
+        top of the experiment config."""
+        own = self.config(experiment)
+        sets = [f"{self.parameters[k]}={format_value(v)}" for k, v in values.items()]
+        n = own["generation"]["ablation_samples"]
         if n is not None:
             sets.append(f"generation.num_samples={n}")
         sets.append("generation.save_drafts=true")
@@ -184,27 +194,27 @@ class Studies:
         if key not in self._configs:
             layers: list = [self.experiment_file(experiment)]
             layers += [self.root / f for f in self.scale_files(experiment)]
-            if self.is_cell(variant):
-                layers.append(override_from_dotted(self.cell_settings(experiment, self.parse_cell(variant))))
+            if self.is_ablation(variant):
+                layers.append(override_from_dotted(self.ablation_settings(experiment, self.ablation_values(variant))))
             elif variant != "default":
-                raise DrrError(f"variant {variant!r}: not 'default', 'base' nor a cell "
-                               f"(parameter=value[,...] of {STUDIES_FILE})")
+                raise DrrError(f"variant {variant!r}: not 'default', 'base' nor an ablation variant "
+                               f"(parameter=value[+...] of {STUDIES_FILE})")
             self._configs[key] = load_config(*layers)
         return self._configs[key]
 
-    def cell_name(self, experiment: str, overrides: dict) -> str:
-        """The canonical name of the cell with these overrides (see the module docstring)."""
-        default = self.config(experiment)
+    def variant_name(self, experiment: str, values: dict) -> str:
+        """The canonical name of the variant with these parameter values (see the module docstring)."""
+        own = self.config(experiment)
         kept = []
         for short, key in self.parameters.items():
-            if short in overrides:
-                have = default
+            if short in values:
+                have = own
                 for part in key.split("."):
                     have = have[part]
-                if overrides[short] != have:
-                    kept.append(f"{short}={format_value(overrides[short])}")
-        name = CELL_SEP.join(kept) or "base"
-        if name == "base" and self.config(experiment, "base") == default:
+                if values[short] != have:
+                    kept.append(f"{short}={format_value(values[short])}")
+        name = VARIANT_SEP.join(kept) or "base"
+        if name == "base" and self.config(experiment, "base") == own:
             return "default"
         return name
 
@@ -231,11 +241,10 @@ class Studies:
             for grid in spec["cells"]:
                 shorts = list(grid)
                 for combo in itertools.product(*(grid[s] for s in shorts)):
-                    overrides = dict(zip(shorts, combo))
-                    cell = Cell(experiment, self.cell_name(experiment, overrides),
-                                tuple(overrides.items()))
-                    if (cell.experiment, cell.name, cell.values) not in seen:
-                        seen.add((cell.experiment, cell.name, cell.values))
+                    values = dict(zip(shorts, combo))
+                    cell = Cell(experiment, self.variant_name(experiment, values), tuple(values.items()))
+                    if (cell.experiment, cell.variant, cell.values) not in seen:
+                        seen.add((cell.experiment, cell.variant, cell.values))
                         out.append(cell)
         return out
 

@@ -8,8 +8,8 @@
 # drr.workflow.claims.claims_inputs asks the plan, so the rule and the spec name the same files.
 #
 # In rule all only for suite `small`, the suite whose protocol the claims were written for (1,000
-# samples per cell, 5,000 per default run, intervals fixed in advance). On `tiny` (100 samples per
-# cell) the intervals are too wide to say anything, and `paper` is a cluster run whose claims
+# samples per ablation variant, 5,000 per default run, intervals fixed in advance). On `tiny` (100
+# samples per ablation variant) the intervals are too wide to say anything, and `paper` is a cluster run whose claims
 # target is asked for by name: snakemake reports/claims.md --config suite=paper.
 # (The input function claims_inputs is in common.smk.)
 CLAIMS_IN_ALL = PLAN.suite_name == "small"

@@ -4,8 +4,8 @@
 # numbers. The plan resolves them once into the report's spec (rule report_spec:
 # results/reports/<report>.spec.json), and a report program reads only its spec and the files its
 # rule declares (--metrics, --speed): no config, no plan.
-# Each cell is its own target (results/metrics/<experiment>/<cell>.parquet), so a report rebuilds
-# only the cells that changed, and a cell changes only sampling: no model is retrained.
+# Each cell's variant is its own target (results/metrics/<experiment>/<variant>.parquet), so a report
+# rebuilds only the variants that changed, and a variant changes only sampling: no model is retrained.
 TABLES, FIGURES = PLAN.report_names("table"), PLAN.report_names("figure")
 ABLATION = PLAN.suite["ablation"]
 FIG5 = PLAN.studies.pictures["fig5"]

@@ -1,7 +1,7 @@
 # Sampling stage (paper §3.3, Algorithm 2): Draft-and-Revise samples of every experiment and
-# variant ("default", or an ablation cell of configs/studies.yaml such as t_draft=16), made in
-# shards that run as parallel (GPU) jobs and are merged into one samples.npz for the metrics
-# stage; the speed measurement of Table 4 and the FLOPs per sample; and the inpainting figure of
+# variant ("default", an ablation variant of configs/studies.yaml such as t_draft=16, or a named
+# variant), made in shards that run as parallel (GPU) jobs and are merged into one samples.npz for
+# the metrics stage; the speed measurement of Table 4 and the FLOPs per sample; and the inpainting figure of
 # App. D.3.
 
 

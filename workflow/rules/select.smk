@@ -6,7 +6,7 @@
 # the sampling and metrics rules. Rule select_setting then takes the lowest held-out NLL or FID
 # (drr.workflow.select) and writes results/select/<experiment>/<name>.yaml, the choice as a config
 # layer, and <name>.json, its record. The jobs that use the choice (training and its report;
-# sampling, speed and pictures of the default run and the cells) read the .yaml after their
+# sampling, speed and pictures of the default and ablation variants) read the .yaml after their
 # experiment file and have it as an input: the DAG is static, the value a file the job reads.
 
 

@@ -1,4 +1,4 @@
-# Transformer stage (paper §3.2): the caption tokenizer of text-conditional experiments, then the
+# Transformer stage (paper §3.2): the caption BPE of text-conditional experiments, then the
 # Contextual RQ-Transformer of each experiment, trained on its tokenizer's code maps, and a report.
 #
 # Training runs where transformer.launch.executor says: `inprocess` experiments are ordinary
@@ -7,19 +7,20 @@
 # waits for the job.
 
 
+# The caption BPE (drr.text) trained on the captions of a tokenizer's training code map.
 rule train_text_tokenizer:
     input:
-        codes=lambda w: PLAN.codes_dir(PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]],
-                                       PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]]["data"]["train_split"]),
+        codes=lambda w: PLAN.codes_dir(PLAN.experiments[PLAN.caption_bpe_of[w.tokenizer]],
+                                       PLAN.experiments[PLAN.caption_bpe_of[w.tokenizer]]["data"]["train_split"]),
     output:
         "results/text/{tokenizer}/bpe.json",
     log:
         "results/text/{tokenizer}/bpe.log",
     wildcard_constraints:
-        tokenizer=one_of(PLAN.text_tokenizer_of),
+        tokenizer=one_of(PLAN.caption_bpe_of),
     params:
         py=PY,
-        vocab=lambda w: PLAN.experiments[PLAN.text_tokenizer_of[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
+        vocab=lambda w: PLAN.experiments[PLAN.caption_bpe_of[w.tokenizer]]["transformer"]["model"]["cond"]["vocab_size"],
     shell:
         "{params.py:q} -m drr.text.train_bpe --codes {input.codes:q} --vocab-size {params.vocab:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -132,6 +132,12 @@ def test_suite_gpu_hours_are_summed_over_every_gpu_job(paper):
     total = sum(r.gpu_hours for r in rows.values())
     assert total == pytest.approx(sum(r.gpu_hours for r in rows.values() if r.request.gpus))
     assert 1_000 < total < 20_000
+    per = res.experiment_hours(list(rows.values()))        # the same hours, by experiment
+    assert sum(per.values()) == pytest.approx(total)
+    assert set(plan.experiments) - set(per) == set()
+    imported = {"in256-rq-1400m-ar"}                          # the official AR model: sampled, not trained
+    assert all(per[e] > 100 for e in set(plan.experiments) - imported)   # each carries its training
+    assert all(per[e] < 100 for e in imported)
 
 
 # -- the jobs and the requests, without measuring ----------------------------------------------------

@@ -1185,6 +1185,7 @@ class Row:
     worst: str                  # the job with the least margin
     margins: dict               # host, gpu, time: the least request / prediction over the jobs (None: no limit)
     note: str = ""
+    by_experiment: dict = field(default_factory=dict)  # GPU-hours of the rule's jobs by experiment
 
     @property
     def fits(self) -> bool:
@@ -1223,8 +1224,28 @@ def table(plan, measured: Measured, assumptions: Assumptions = Assumptions(),
         rows.append(Row(rule, len(items), max(e.host for _, _, e in items),
                         max((e.gpu for _, _, e in items if e.gpu is not None), default=None),
                         max(e.hours for _, _, e in items), sum(e.gpu_hours for _, _, e in items),
-                        sum(e.disk for _, _, e in items), req, job.what, margins, est.note))
+                        sum(e.disk for _, _, e in items), req, job.what, margins, est.note,
+                        _by_experiment(items)))
     return rows
+
+
+def _by_experiment(items) -> dict[str, float]:
+    """GPU-hours of (job, request, estimate) items summed by the job's experiment ('shared' for a
+    job that sizes no experiment of its own: a release, weights, a report)."""
+    out: dict[str, float] = {}
+    for job, _, est in items:
+        key = job.experiment or "shared"
+        out[key] = out.get(key, 0.0) + est.gpu_hours
+    return out
+
+
+def experiment_hours(rows: list[Row]) -> dict[str, float]:
+    """GPU-hours of the suite by experiment, over every rule, largest first."""
+    out: dict[str, float] = {}
+    for r in rows:
+        for e, h in r.by_experiment.items():
+            out[e] = out.get(e, 0.0) + h
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _gib(b):
@@ -1269,7 +1290,10 @@ def render(plan, rows: list[Row], measured: Measured, assumptions: Assumptions, 
            f"(Assumptions of drr.workflow.resources) at commit {git_commit()[:12]}, from per-unit costs measured on "
            f"{measured.machine}, {measured.date}.", ""]
     out += lines
+    per = experiment_hours(rows)
     out += ["", f"GPU-hours of the suite: {total:,.0f} (at half the assumed GPU efficiencies: {2 * total:,.0f}).",
+            "GPU-hours by experiment (training, sampling, metrics and reports that size on it): "
+            + ", ".join(f"{e} {h:,.0f}" for e, h in per.items() if h >= 0.5) + ".",
             f"Disk the suite's results take: "
             f"{f'{disk / 1e12:,.2f} TB' if disk >= 1e11 else f'{disk / 1e9:,.1f} GB'} (samples and their shards, checkpoints "
             f"with their resumable states, code maps, features, releases)."]

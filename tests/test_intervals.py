@@ -344,3 +344,8 @@ def test_index_matrix_is_fixed_by_n_and_strata_and_keeps_class_counts():
     c, kc = iv.bootstrap_indices(100, 50)
     assert ka == kb and ka != kc and np.array_equal(a, b)
     assert (labels[a] == labels[None, :]).all()     # every position keeps its class
+
+
+def test_no_finite_replicate_gives_no_interval():
+    lo, hi = iv.basic_interval(float("nan"), [float("nan")] * 4)
+    assert np.isnan(lo) and np.isnan(hi)

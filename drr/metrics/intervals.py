@@ -169,6 +169,8 @@ def basic_interval(estimate: float, reps, level: float = LEVEL) -> tuple[float, 
     replicates symmetric about θ̂ (`half_replicates`) θ̂ ± the (1 − α) quantile of |D|."""
     reps = np.asarray(reps, np.float64)
     reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return float("nan"), float("nan")
     a = (1 - level) / 2
     lo_q, hi_q = np.quantile(reps, [a, 1 - a])
     return float(2 * estimate - hi_q), float(2 * estimate - lo_q)
@@ -569,6 +571,8 @@ def row_intervals(row: dict, pool, logits, cos, ref, pr_k: int, labels=None, pro
         dev["clip"] = deviations(mean_halves(np.clip(np.asarray(cos, np.float64), 0, None), masks))
     for m, d in dev.items():
         est = float(row[POINT_FIELDS[m]])
+        if not np.isfinite(est):  # no interval around a non-finite estimate: the row's range check refuses it
+            continue
         reps = half_replicates(est, d)
         out[f"{m}_lo"], out[f"{m}_hi"] = basic_interval(est, reps)
         out[f"boot_{m}"] = [float(v) for v in reps]

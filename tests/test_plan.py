@@ -243,13 +243,18 @@ def test_a_class_grid_shows_every_class_of_a_small_label_set():
 
 # -- the small suite's choices (configs/studies.yaml selections, configs/workflow.yaml select) -------
 
-def test_a_guidance_grid_value_plans_its_validation_run_the_choice_and_the_runs_that_read_it(root):
+def studies_edit(old: str, new: str):
+    """An edit for rebuilt_after: `old` replaced by `new` in configs/studies.yaml (which must hold it)."""
     def edit(r):
         path = r / "configs/studies.yaml"
-        old = "values: [1.0, 1.4, 1.8, 2.0]"
         assert old in path.read_text()
-        path.write_text(path.read_text().replace(old, "values: [1.0, 1.4, 1.8, 2.5]"))
-    got = rebuilt_after(root, edit, suite="small")
+        path.write_text(path.read_text().replace(old, new))
+    return edit
+
+
+def test_a_guidance_grid_value_plans_its_validation_run_the_choice_and_the_runs_that_read_it(root):
+    got = rebuilt_after(root, studies_edit("values: [1.0, 1.4, 1.8, 2.0]", "values: [1.0, 1.4, 1.8, 2.5]"),
+                        suite="small")
     assert {"samples:small/guidance-2.5", "metrics:small/guidance-2.5", "select:small/guidance",
             "samples:small-ar/guidance-2.5", "select:small-ar/guidance", "samples:small/default",
             "samples:small-seed1/default", "samples:small/t_draft=8", "metrics:small-ar-seed1/default"} <= got
@@ -259,12 +264,8 @@ def test_a_guidance_grid_value_plans_its_validation_run_the_choice_and_the_runs_
 
 
 def test_a_learning_rate_value_plans_its_sweep_run_and_every_model_that_reads_the_choice(root):
-    def edit(r):
-        path = r / "configs/studies.yaml"
-        old = "values: [3.0e-4, 1.0e-3, 3.0e-3]"
-        assert old in path.read_text()
-        path.write_text(path.read_text().replace(old, "values: [3.0e-4, 1.0e-3, 1.0e-2]"))
-    got = rebuilt_after(root, edit, suite="small")
+    got = rebuilt_after(root, studies_edit("values: [3.0e-4, 1.0e-3, 3.0e-3]", "values: [3.0e-4, 1.0e-3, 1.0e-2]"),
+                        suite="small")
     assert {"sweep:small/lr-0.01", "sweep:small-ar/lr-0.01", "select:small/lr", "transformer:small",
             "transformer:small-seed1", "transformer:small-ar-seed1", "select:small/guidance",
             "metrics:small/plain"} <= got

@@ -15,6 +15,7 @@ newest progress line, so a Snakemake rule that calls it finishes exactly when th
 
 from __future__ import annotations
 
+import abc
 import sys
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def make_executor(launch: dict, folder: Path, name: str):
     raise DrrError(f"launch.executor {kind!r} is not one of {EXECUTORS}")
 
 
-class TrainingJob:
+class TrainingJob(abc.ABC):
     """A picklable training call for submitit: one task per GPU, checkpointable.
 
     submitit runs it on every task; it exports the torch.distributed environment from submitit's
@@ -86,9 +87,9 @@ class TrainingJob:
     def out(self) -> Path:
         return self.args[self.out_arg]
 
+    @abc.abstractmethod
     def train(self) -> Path:
         """Train in this process; return the final checkpoint."""
-        raise NotImplementedError
 
     def __call__(self) -> str:
         import os

@@ -122,7 +122,7 @@ def test_stage_hashes_are_those_recorded_before_the_configs_were_shared():
     `data.max_images: null` (every image, not base.yaml's first 20,000), and for every transformer
     report when it took the chain-rule likelihood (`transformer.report`), and for the VQ experiment's
     tokenizer when it took `tokenizer.train.micro_batch_size: 16`, and the small suite's models and runs
-    for protocol v5 (docs/small-suite.md), which changes them by design. Equal hashes: no result reruns."""
+    for protocol v5 and again for v6 (docs/small-suite.md), which change them by design. Equal hashes: no result reruns."""
     import json
 
     from drr.core.stages import STAGES, stage_hash

@@ -1,4 +1,4 @@
-"""FID against training compute (docs/small-suite.md, protocol v5 §2, §8): the analytic training
+"""FID against training compute (docs/small-suite.md, protocol v6 §2, §8): the analytic training
 FLOPs of both kinds (drr.transformer.flops), the core-seconds of a training log, the report that
 puts both models in one figure (drr.reports.fid_compute), and the rules that make it."""
 

@@ -1,4 +1,4 @@
-"""Settings the workflow chooses (docs/small-suite.md, protocol v5 §3, §5): the plan's seeds,
+"""Settings the workflow chooses (docs/small-suite.md, protocol v6 §3, §5): the plan's seeds,
 selections and named runs (drr.workflow.plan), the choice program (drr.workflow.select), the config
 layer a job reads the choice from, the first sample index of a validation run
 (generation.first_index), and the rules that build it all from one command (dry runs)."""
@@ -102,7 +102,7 @@ def test_the_learning_rate_sweep_is_three_short_runs_per_model(small):
     assert small.sweeps("small-seed1") == {}                  # chosen on seed 0 only
     cfg = small.sweep_config("small-ar", "lr-0.003")
     train = cfg["transformer"]["train"]
-    assert (train["lr"], train["steps"], train["warmup_steps"], train["snapshot_every"]) == (0.003, 1000, 100, None)
+    assert (train["lr"], train["steps"], train["warmup_steps"], train["snapshot_every"]) == (0.003, 500, 50, None)
     assert train["eval_every"] == 250 and cfg["seed"] == 0
     # the job resolves exactly the plan's config from the rule's arguments
     assert job_config(small.sweep_args("small-ar", "lr-0.003")) == cfg

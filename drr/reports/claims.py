@@ -13,7 +13,7 @@ those files. A metrics row is found by its own experiment, variant and phase col
 is the one the spec names so. A run a claim needs whose file is not given or not there reads
 "n/a, because ..." and gives no verdict.
 
-Verdicts (docs/small-suite.md, protocol v5 §7, §11; nothing here is typed by hand):
+Verdicts (docs/small-suite.md, protocol v6 §7, §11; nothing here is typed by hand):
 
 - Each comparison is an *effect* oriented so that a positive value is the paper's direction, with a
   95% basic bootstrap interval (drr.metrics.intervals.basic_interval). *reproduced*: the interval is
@@ -144,7 +144,7 @@ def difference(a: Estimate, b: Estimate) -> tuple[float, np.ndarray, str]:
 
 
 def over_seeds(label: str, seeds: list[Effect]) -> Effect:
-    """The per-seed rule (protocol v5 §7) as one effect: the mean of the seeds' effects, the hull of
+    """The per-seed rule (protocol v6 §7) as one effect: the mean of the seeds' effects, the hull of
     their intervals (above 0 exactly when every seed's is, below 0 exactly when every one is), the
     seed spread beside the half-widths; n/a when any seed is."""
     missing = [e for e in seeds if e.na is not None]
@@ -496,7 +496,7 @@ def _metrics_of(result: Result) -> list[tuple[str, str]]:
 
 
 def spread_lines(src: Sources, spec: dict, result: Result) -> list[str]:
-    """The same metric at the default settings for every training seed (protocol v5 §7)."""
+    """The same metric at the default settings for every training seed (protocol v6 §7)."""
     runs = [tuple(r) for r in spec.get("spread", [])]
     if len(runs) < 2:
         return []
@@ -527,7 +527,7 @@ def resolution_lines(result: Result) -> list[str]:
 
 
 def evidence_text(src: Sources, spec: dict, result: Result, models: list[str]) -> list[str]:
-    """What bears on the cause of a claim not reproduced (protocol v5 §11)."""
+    """What bears on the cause of a claim not reproduced (protocol v6 §11)."""
     out = ["Evidence (the claim is not reproduced):", ""]
     out += [f"- Training: {line}" for line in models] or ["- Training: no transformer report"]
     spread = spread_lines(src, spec, result)
@@ -541,7 +541,7 @@ def selections_text(src: Sources, spec: dict) -> list[str]:
     if not spec.get("selections"):
         return []
     lines = ["## Settings chosen before the runs", "",
-             "Chosen on their own runs by a rule fixed in advance (docs/small-suite.md, protocol v5 §3, §5), "
+             "Chosen on their own runs by a rule fixed in advance (docs/small-suite.md, protocol v6 §3, §5), "
              "for seed 0 and used for every seed:", "",
              "| experiment | setting | rule | each value's result | chosen |", "|---|---|---|---|---|"]
     for sel in spec["selections"]:
@@ -592,7 +592,7 @@ def render(spec: dict, results: list[Result], src: Sources | None = None) -> str
     missing = [r for r in results if r.verdict is None and r.device_na is None]
     lines = [f"# The paper's claims on suite `{spec['suite']}`", "",
              f"Computed by `drr.reports.claims` from {spec['claims_file']}; the rules are fixed in "
-             "docs/small-suite.md (protocol v5). Every effect is oriented so that a positive value is the "
+             "docs/small-suite.md (protocol v6). Every effect is oriented so that a positive value is the "
              f"paper's direction, with its {LEVEL:.0%} bootstrap interval: reproduced when the interval is above 0, "
              "not reproduced when below, inconclusive when it contains 0; a claim of several "
              "comparisons is reproduced only when every required one is (intersection-union); a claim made per "
@@ -611,7 +611,7 @@ def render(spec: dict, results: list[Result], src: Sources | None = None) -> str
         lines += ["## Models", "",
                   "Held-out NLL in nats per code is each model's own training objective (eq. 11 for the contextual "
                   "model, next-code NLL for the AR model: not comparable); the chain-rule NLL in nats per map is "
-                  "the likelihood both kinds share (protocol v5 §10).", ""]
+                  "the likelihood both kinds share (protocol v6 §10).", ""]
         lines += [f"- {line}" for line in models] + [""]
     for r in results:
         claim = r.claim

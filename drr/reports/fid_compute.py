@@ -1,4 +1,4 @@
-"""FID against training compute (docs/small-suite.md, protocol v5 §2): the weight snapshots and the
+"""FID against training compute (docs/small-suite.md, protocol v6 §2): the weight snapshots and the
 final model of each model, sampled at the tuned settings and scored (drr.sampling.steps: one JSON a
 model, rule fid_steps), against the training core-seconds and the analytic training FLOPs, both
 models in one figure.

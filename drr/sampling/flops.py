@@ -1,4 +1,4 @@
-"""Floating-point operations per sample of the sampler (docs/small-suite.md, protocol v5 §9): the
+"""Floating-point operations per sample of the sampler (docs/small-suite.md, protocol v6 §9): the
 cost that decides sampling speed on a CPU, where the paper's ordering (GPU latency at batch 100)
 does not apply.
 

@@ -238,7 +238,7 @@ def transformer_report(experiment: str) -> str:
 
 def evidence(plan, entries: list[dict]) -> dict:
     """What the report shows beside a claim that is not reproduced (docs/small-suite.md, protocol
-    v5 §11), and the choices the runs were made with:
+    v6 §11), and the choices the runs were made with:
 
     spread      the default runs of the ablation experiment's seeds ([] with one seed): the change
                 a second training run makes at the default settings

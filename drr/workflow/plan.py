@@ -531,7 +531,7 @@ class Plan:
         cfg = self.experiments[experiment]
         return self.codes_dir(cfg, cfg["data"]["eval_split"])
 
-    # -- FID against training compute (docs/small-suite.md, protocol v5 §2) ---------------------
+    # -- FID against training compute (docs/small-suite.md, protocol v6 §2) ---------------------
 
     def compute_experiments(self) -> list[str]:
         """The experiments of the FID-against-compute figure: the suite's trained models that keep

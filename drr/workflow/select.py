@@ -1,5 +1,5 @@
 """Choose a setting from its candidate runs by a rule fixed in advance (docs/small-suite.md, protocol
-v5 §3 and §5): the lowest held-out NLL at the last step of one training run per value, or the
+v6 §3 and §5): the lowest held-out NLL at the last step of one training run per value, or the
 lowest FID of one validation sample set per value.
 
     python -m drr.workflow.select --name lr --experiment small --key transformer.train.lr \

@@ -1,4 +1,4 @@
-# FID against training compute (docs/small-suite.md, protocol v5 §2 and §8: built after the timed
+# FID against training compute (docs/small-suite.md, protocol v6 §2 and §8: built after the timed
 # run, not part of reports/claims.md): for each model of the suite that keeps weight snapshots
 # (transformer.train.snapshot_every), seed 0, every snapshot and the final model are sampled at the
 # experiment's settings with the `sample` choices (the guidance scale the selection stage chose:

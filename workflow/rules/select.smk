@@ -1,4 +1,4 @@
-# Selection stage (docs/small-suite.md, protocol v5 §3 and §5): settings the workflow chooses by a
+# Selection stage (docs/small-suite.md, protocol v6 §3 and §5): settings the workflow chooses by a
 # rule fixed in advance, for the experiments a suite lists under `select` (configs/workflow.yaml)
 # and their other seeds. configs/studies.yaml `selections` says what: a `train` selection (the
 # learning rate) trains one short run per value (rule sweep_transformer); a `sample` selection (the

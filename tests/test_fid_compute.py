@@ -186,9 +186,9 @@ def suite_files(tmp_path):
                               "num_rows": MAPS}, 500)
     w.write(np.arange(MAPS), np.zeros((MAPS, 1, 1, 1), dtype=np.int64), np.zeros(MAPS, dtype=np.int64))
     w.finish()
-    ctx = model_files(tmp_path, "small", {1875: (160.0, 120.0), 3750: (140.0, 100.0), 5625: (130.0, 90.0)},
+    ctx = model_files(tmp_path, "small", {625: (160.0, 120.0), 1250: (140.0, 100.0), 1875: (130.0, 90.0)},
                       0.5)
-    ar = model_files(tmp_path, "small-ar", {625: (None, 150.0), 1250: (None, 115.0), 1875: (None, 105.0)},
+    ar = model_files(tmp_path, "small-ar", {250: (None, 150.0), 500: (None, 115.0), 625: (None, 105.0)},
                      0.6)
     return tmp_path, codes, ctx, ar
 
@@ -200,22 +200,22 @@ def test_the_report_puts_both_models_in_one_figure_and_table(suite_files):
             "--codes", str(codes), str(codes), "--out", str(out)])
     md = (root / "reports/fid_compute.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| `small")]
-    # 1875 steps: 1850 steps at 0.5 s, then 25 more at the 1900-row's rate, 0.5 s: 937.5 s;
+    # 1875 steps: 1850 steps at 0.5 s, then 25 more at the 1875-row's rate, 0.5 s: 937.5 s;
     # FLOPs: steps x 32 maps x the analytic count of one code map
     from drr.core.config import REPO, load_config
     c = TransformerConfig.from_experiment(load_config(REPO / "configs/experiments/small.yaml"))
     a = TransformerConfig.from_experiment(load_config(REPO / "configs/experiments/small-ar.yaml"))
-    expected = [(c, "`small` (Contextual RQ-Transformer)", 1875, "50.00", "938", "160.00 [158.00, 163.00]",
+    expected = [(c, "`small` (Contextual RQ-Transformer)", 625, "16.67", "312", "160.00 [158.00, 163.00]",
                  "120.00 [118.00, 123.00]"),
-                (c, "`small` (Contextual RQ-Transformer)", 3750, "100.00", "1,875", "140.00 [138.00, 143.00]",
+                (c, "`small` (Contextual RQ-Transformer)", 1250, "33.33", "625", "140.00 [138.00, 143.00]",
                  "100.00 [98.00, 103.00]"),
-                (c, "`small` (Contextual RQ-Transformer)", 5625, "150.00", "2,812", "130.00 [128.00, 133.00]",
+                (c, "`small` (Contextual RQ-Transformer)", 1875, "50.00", "938", "130.00 [128.00, 133.00]",
                  "90.00 [88.00, 93.00]"),
-                (a, "`small-ar` (AR RQ-Transformer)", 625, "16.67", "375", "— (no draft)",
+                (a, "`small-ar` (AR RQ-Transformer)", 250, "6.67", "150", "— (no draft)",
                  "150.00 [148.00, 153.00]"),
-                (a, "`small-ar` (AR RQ-Transformer)", 1250, "33.33", "750", "— (no draft)",
+                (a, "`small-ar` (AR RQ-Transformer)", 500, "13.33", "300", "— (no draft)",
                  "115.00 [113.00, 118.00]"),
-                (a, "`small-ar` (AR RQ-Transformer)", 1875, "50.00", "1,125", "— (no draft)",
+                (a, "`small-ar` (AR RQ-Transformer)", 625, "16.67", "375", "— (no draft)",
                  "105.00 [103.00, 108.00]")]
     assert rows == [f"| {name} | {s:,} | {ep} | {sec} | {s * 32 * F.train_flops_per_sample(m):.3g} | {d} | "
                     f"{r} |" for m, name, s, ep, sec, d, r in expected]
@@ -242,7 +242,7 @@ def test_the_report_refuses_files_of_another_model(suite_files):
         R.build([ctx_steps, ar_steps], [ctx_ck], [codes], out)
     log = ctx_ck.parent / "metrics.jsonl"
     log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:-3]))  # stopped early
-    with pytest.raises(DrrError, match="metrics.jsonl: logs steps up to 5550, not step 5625"):
+    with pytest.raises(DrrError, match="metrics.jsonl: logs steps up to 1800, not step 1875"):
         R.build([ctx_steps], [ctx_ck], [codes], out)
     assert not out.exists()
 
@@ -309,7 +309,7 @@ def test_the_steps_job_samples_at_the_chosen_guidance_and_the_report_reads_both_
         assert inputs["reference"] == f"results/reference/{small.reference_of[exp]}.npz"
         assert "select_lr" not in inputs      # the chosen lr is in the trained checkpoint (its input)
         assert small.config_args(exp, "sample")[-1] == f"results/select/{exp}/guidance.yaml"
-    assert small.steps_samples() == 1000
+    assert small.steps_samples() == 500
     assert small.compute_inputs() == {
         "steps": ["results/steps/small.json", "results/steps/small-ar.json"],
         "transformers": ["results/transformers/small/checkpoint.pt",
@@ -343,7 +343,7 @@ def test_the_steps_hash_follows_sampling_metrics_and_snapshots_not_training(tmp_
     base = plan().steps_hash("small")
     assert plan(lambda d: d["sampling"].update(t_draft=32)).steps_hash("small") != base
     assert plan(lambda d: d["metrics"].update(reference_images=4000)).steps_hash("small") != base
-    assert plan(lambda d: d["transformer"]["train"].update(snapshot_every=625)).steps_hash("small") != base
+    assert plan(lambda d: d["transformer"]["train"].update(snapshot_every=1875)).steps_hash("small") != base
     assert plan(lambda d: d["transformer"]["train"].update(checkpoint_every=100)).steps_hash("small") == base
     off = plan(lambda d: d["transformer"]["train"].update(snapshot_every=None))
     assert off.compute_experiments() == ["small-ar"]

@@ -309,7 +309,7 @@ def test_the_steps_job_samples_at_the_chosen_guidance_and_the_report_reads_both_
         assert inputs["reference"] == f"results/reference/{small.reference_of[exp]}.npz"
         assert "select_lr" not in inputs      # the chosen lr is in the trained checkpoint (its input)
         assert small.config_args(exp, "sample")[-1] == f"results/select/{exp}/guidance.yaml"
-    assert small.steps_samples() == 300
+    assert small.steps_samples() == 200
     assert small.compute_inputs() == {
         "steps": ["results/steps/small.json", "results/steps/small-ar.json"],
         "transformers": ["results/transformers/small/checkpoint.pt",

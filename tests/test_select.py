@@ -118,7 +118,7 @@ def test_guidance_validation_runs_start_at_sample_1000000(small):
             for k in key:
                 node = node[k]
             assert node == value
-            assert cfg["generation"]["first_index"] == 1000000 and cfg["generation"]["num_samples"] == 300
+            assert cfg["generation"]["first_index"] == 1000000 and cfg["generation"]["num_samples"] == 200
             assert not cfg["generation"]["save_drafts"]
             assert job_config(small.variant_args(exp, f"guidance-{value}")) == cfg
         assert small.num_shards(exp, "guidance-1.4") == 1
@@ -133,7 +133,7 @@ def test_the_plain_rows_change_only_their_sampling(small):
     ctx = small.resolved("small", "plain")
     assert ctx["sampling"]["guidance_in"] == "none"
     assert ctx["sampling"]["draft"]["temperature"] == ctx["sampling"]["revise"]["temperature"] == 1.0
-    assert ctx["generation"]["num_samples"] == 500 and ctx["generation"]["first_index"] == 0
+    assert ctx["generation"]["num_samples"] == 300 and ctx["generation"]["first_index"] == 0
     ar = small.resolved("small-ar", "plain")["sampling"]["ar"]
     assert ar == {"temperature": 1.0, "top_k": None, "top_p": None, "guidance_scale": None}
     assert job_config(small.variant_args("small-ar", "plain")) == small.resolved("small-ar", "plain")

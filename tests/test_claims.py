@@ -568,3 +568,18 @@ def test_a_suite_without_plain_runs_keeps_the_table_1_claim_and_says_why_beside_
     assert entry["beside"][0]["na"] == "suite tiny has no run 'plain' of tiny (configs/workflow.yaml `runs`)"
     assert spec["spread"] == [] and spec["selections"] == [] and set(spec["models"]) == {"tiny", "tiny-ar"}
     assert not any(r["variant"] == "plain" for r in spec["runs"])
+
+
+def test_a_run_that_takes_the_other_seeds_away_compares_seed_0_alone(tmp_path):
+    """`--config 'suites={small: {experiments: [small, small-ar], seeds: {small: [], small-ar: []}}}'`
+    (the schema allows an empty list) leaves the small suite one training seed: Table 1's claim
+    compares seed 0 alone, and no seed spread is planned."""
+    root = copy_workflow(tmp_path)
+    wf = read_yaml(root / "configs/workflow.yaml")
+    wf["suite"] = "small"
+    wf["suites"]["small"].update(experiments=["small", "small-ar"], seeds={"small": [], "small-ar": []})
+    spec = RS.claims_spec(Plan(root, wf))
+    entry = next(e for e in spec["claims"] if e["name"] == "contextual_beats_ar_fid_precision")
+    assert [(p["a"]["experiment"], p["b"]["experiment"]) for p in entry["comparisons"][0]["seeds"]] == [
+        ("small", "small-ar")]
+    assert spec["spread"] == [] and set(spec["models"]) == {"small", "small-ar"}

@@ -110,6 +110,9 @@ def test_per_seed_needs_every_seed_and_prints_the_mean_the_hull_and_the_spread()
     assert "differ more" not in close.how
     missing = C.over_seeds("fid", [effect(3.0, 1.0), C.Effect("e", na="x.parquet is missing")])
     assert missing.verdict is None and missing.na == "x.parquet is missing"
+    one = C.over_seeds("fid", [C.Effect("seed 0", 3.0, 2.0, 4.0, "paired", shown="a vs b")])
+    assert (one.label, one.value, one.lo, one.hi, one.shown, one.seeds) == ("fid", 3.0, 2.0, 4.0, "a vs b", [])
+    assert one.how == "paired; one training seed, no seed spread" and one.verdict == C.REPRODUCED
 
 
 def test_per_batch_times_come_from_the_speed_files_batch_seconds():

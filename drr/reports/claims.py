@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +150,8 @@ def over_seeds(label: str, seeds: list[Effect]) -> Effect:
     missing = [e for e in seeds if e.na is not None]
     if missing:
         return Effect(label, na=missing[0].na, seeds=seeds)
+    if len(seeds) == 1:          # a suite (or a run) with one training seed: that seed's effect, no spread
+        return replace(seeds[0], label=label, how=f"{seeds[0].how}; one training seed, no seed spread")
     values = [e.value for e in seeds]
     spread = max(values) - min(values)
     widths = [e.half_width for e in seeds]
@@ -344,7 +346,8 @@ def comparison_effect(inputs: Inputs, comp: dict) -> Effect:
         seeds = [pair_effect(inputs, comp, p["a"], p["b"], f"{head}: {_side_text(p['a'], metric)} vs "
                                                             f"{_side_text(p['b'], metric)}")
                  for p in comp["seeds"]]
-        effect = over_seeds(f"{label}, each of the {len(seeds)} training seeds against the same seed", seeds)
+        each = f", each of the {len(seeds)} training seeds against the same seed" if len(seeds) > 1 else ""
+        effect = over_seeds(label + each, seeds)
     else:
         effect = pair_effect(inputs, comp, comp["a"], comp["b"], label)
     effect.required = comp.get("required", True)

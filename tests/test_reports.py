@@ -274,7 +274,7 @@ def test_our_numbers_show_the_rows_interval(root):
     none = {(r[0], r[1]): r for r in table_rows(md)}[("", "")]
     assert none[2] == "10.00 [9.50, 10.75]"           # fid 10, fid_lo 9.5, fid_hi 10.75 of the row
     assert none[5] == "0.50 [0.00, 1.25]" and none[3] == "5.78" and none[4] == "—"
-    assert "value [lo, hi]" in md and "95% interval (basic bootstrap" in md and "no ± is shown" in md
+    assert "value [lo, hi]" in md and "95% interval (half-sampling" in md and "no ± is shown" in md
     # rows written before intervals existed print the value alone, and no interval note
     write_cells(root, "table3")
     md = tables.build(report(root, "table3"))
@@ -321,7 +321,7 @@ def test_figures_draw_the_intervals_as_error_bars(root):
     # the cells sorted by T_draft are the write order here: revised FID 10 + i, bar [9.5 + i, 10.75 + i]
     assert [tuple(round(y, 6) for y in b) for b in bars["ours, revised"]] == \
         [(9.5 + i, 10.75 + i) for i in range(5)]
-    assert "error bars: 95% bootstrap intervals" in title
+    assert "error bars: 95% half-sampling intervals" in title
     pyplot().close(fig)
     write_cells(root, "fig4b")                           # rows without intervals: zero-length bars
     fig, title = figures.build(report(root, "fig4b"))

@@ -16,7 +16,7 @@ is the one the spec names so. A run a claim needs whose file is not given or not
 Verdicts (docs/small-suite.md, protocol v6 §7, §11; nothing here is typed by hand):
 
 - Each comparison is an *effect* oriented so that a positive value is the paper's direction, with a
-  95% basic bootstrap interval (drr.metrics.intervals.basic_interval). *reproduced*: the interval is
+  95% half-sampling interval (drr.metrics.intervals). *reproduced*: the interval is
   above 0; *not reproduced*: below 0; *inconclusive*: it contains 0.
 - The difference of two metrics rows uses their stored bootstrap replicates: rows with the same
   ``boot_key`` were resampled at the same sample indices, so replicate b of one minus replicate b
@@ -596,7 +596,7 @@ def render(spec: dict, results: list[Result], src: Sources | None = None) -> str
     lines = [f"# The paper's claims on suite `{spec['suite']}`", "",
              f"Computed by `drr.reports.claims` from {spec['claims_file']}; the rules are fixed in "
              "docs/small-suite.md (protocol v6). Every effect is oriented so that a positive value is the "
-             f"paper's direction, with its {LEVEL:.0%} bootstrap interval: reproduced when the interval is above 0, "
+             f"paper's direction, with its {LEVEL:.0%} half-sampling interval: reproduced when the interval is above 0, "
              "not reproduced when below, inconclusive when it contains 0; a claim of several "
              "comparisons is reproduced only when every required one is (intersection-union); a claim made per "
              "training seed needs every seed.", "",

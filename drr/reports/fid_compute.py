@@ -160,7 +160,7 @@ def markdown(models: list[dict], png_name: str) -> str:
              (f"Each model's weight snapshots and final checkpoint (seed 0), "
               f"{', '.join(f'{k:,}' for k in n)} samples each at the tuned sampling settings (the "
               "guidance scale the selection stage chose), the same seeds and classes at every "
-              "checkpoint; FID against the suite's reference, [lo, hi] its 95% basic bootstrap "
+              "checkpoint; FID against the suite's reference, [lo, hi] its 95% half-sampling "
               "interval. Core-seconds: the training "
               "loop's time on one thread, from the training log (each logged interval's steps × "
               "tokens per step / its tokens/s; a step between two log rows interpolated at the later "
@@ -223,7 +223,7 @@ def plot(models: list[dict], out: Path) -> None:
     axes[0].legend(fontsize=7)
     n = sorted({m["samples"] for m in models})
     save_png_pdf(fig, out, f"FID against training compute (seed 0; {', '.join(f'{k:,}' for k in n)} "
-                 "samples per point; error bars: 95% bootstrap intervals)")
+                 "samples per point; error bars: 95% half-sampling intervals)")
 
 
 def build(steps: list[Path], transformers: list[Path], codes: list[Path], out: Path) -> list[dict]:

@@ -117,11 +117,11 @@ def build(res: Results):
         ax.legend(fontsize=7)
     lines = [spec["title"], f"{experiment}, {n:,} samples per point"]
     with_bars, total = bars
-    lines.append("error bars: 95% bootstrap intervals (basic, drr.metrics.intervals),\n"
-                 "of the infinite-sample value: they can lie below a biased FID;\n"
+    lines.append("error bars: 95% half-sampling intervals (drr.metrics.intervals)\n"
+                 "of the expected value at the row's sample count;\n"
                  "paired differences between points: reports/claims.md"
                  if with_bars == total else "no error bars: the rows have no intervals" if with_bars == 0
-                 else f"error bars: 95% bootstrap intervals ({total - with_bars} of {total} points have none)")
+                 else f"error bars: 95% half-sampling intervals ({total - with_bars} of {total} points have none)")
     if not compare:
         lines.append("small-scale run: not comparable to the paper (no published points)")
     elif published.get("note"):

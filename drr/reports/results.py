@@ -10,8 +10,8 @@ not given, or is not there, is an error naming the run or the file; a run of an 
 the suite is shown as "—".
 
 Our numbers are printed as ``value [lo, hi]``, the row's 95% interval (``<metric>_lo``/``_hi``,
-drr.metrics.intervals: a basic bootstrap, whose ends need not be symmetric about the value, so
-they are printed as end points rather than ±); rows written before intervals existed print the
+drr.metrics.intervals: half-sampling of the generated samples, printed as end points rather than ±,
+as a row from before that method may be asymmetric); rows written before intervals existed print the
 value alone. s/sample gets the 95% basic bootstrap interval of the mean over the speed file's
 timed batches (``batch_seconds``; drr.metrics.intervals.speed_interval, as drr.reports.claims) when it has
 at least two, else none, and the report says which.
@@ -28,9 +28,9 @@ from drr.core.columns import COLUMNS
 from drr.core.errors import DrrError
 
 DASH = "—"
-INTERVALS_NOTE = ("Ours: value [lo, hi], lo and hi the row's 95% interval (basic bootstrap over the "
-                  "generated samples, reference fixed: drr.metrics.intervals; its ends need not be "
-                  "symmetric about the value, so no ± is shown).")
+INTERVALS_NOTE = ("Ours: value [lo, hi], lo and hi the row's 95% interval (half-sampling of the "
+                  "generated samples, reference fixed: drr.metrics.intervals; printed as end points, "
+                  "so no ± is shown).")
 SPEED_INTERVAL_NOTE = ("s/sample [lo, hi]: 95% basic bootstrap interval of the mean over the timed "
                        "batches of one measurement (batch-to-batch spread only, not run-to-run or device variation).")
 

@@ -12,8 +12,8 @@ sampled with the experiment's sampling settings and scored against one reference
 For each checkpoint: `--samples` samples (sample i a function of (seed, i), the same conditions
 and seeds at every step), with their drafts for a contextual model (an AR model has none), made by
 drr.sampling.generate under OUT.work/step-NNNNNN/ (resumable: a rerun skips finished shards), and
-scored by drr.metrics.score (draft and revised rows, or revised rows of an AR model; 95% basic
-bootstrap intervals; features cached by content under OUT.work/features). Every checkpoint's rows
+scored by drr.metrics.score (draft and revised rows, or revised rows of an AR model; 95% half-sampling
+intervals; features cached by content under OUT.work/features). Every checkpoint's rows
 are resampled at the same indices (same N and classes), so the difference of each step's FID to
 the final one is a paired difference with its own interval. `--features-cache` names another
 feature cache (the workflow's: results/cache/features), so sample sets that the workflow already
@@ -134,7 +134,7 @@ def markdown(name: str, table: list[dict], png_name: str) -> str:
     lines = [f"# `{name}`: FID against training steps", "",
              (f"{table[0]['n']:,} samples per checkpoint (the same seeds and classes at every "
               "step), the experiment's sampling settings, drafts kept where the model makes them; "
-              "FID against the suite's reference. [lo, hi]: 95% basic bootstrap interval of the "
+              "FID against the suite's reference. [lo, hi]: 95% half-sampling interval of the "
               "row; Δ final: FID minus the final checkpoint's, paired (same resampled indices), "
               "with its interval."), "",
              "| steps | phase | FID [95% interval] | Δ final [95% interval] | precision | recall |",
@@ -166,7 +166,7 @@ def plot(name: str, table: list[dict], path: Path) -> None:
     ax.set_xlabel("training steps")
     ax.set_ylabel("FID ↓")
     ax.set_title(f"{name}: FID against training steps\n{table[0]['n']:,} samples per point; "
-                 "error bars: 95% bootstrap intervals", fontsize=9)
+                 "error bars: 95% half-sampling intervals", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -157,7 +157,9 @@ def test_blocks_smaller_than_the_sets_give_the_same_values(monkeypatch):
     monkeypatch.setattr(iv, "BLOCK_ENTRIES", 1000)          # blocks of a few rows
     got = run()
     assert got[0] == pytest.approx(want[0], rel=1e-10)
-    assert got[1][0] == pytest.approx(want[1][0], rel=1e-8) and got[1][1] == pytest.approx(want[1][1], rel=1e-8)
+    # KID's kernel sums run in the features' float32, and blocks reorder them: equal to float32
+    # rounding (the BLAS kernels differ between processors; 4e-7 relative seen on a Zen 3)
+    assert got[1][0] == pytest.approx(want[1][0], rel=1e-5) and got[1][1] == pytest.approx(want[1][1], rel=1e-5)
     for a, b in zip(got[2], want[2]):
         assert np.allclose(a, b, rtol=0, atol=1e-12)
 
